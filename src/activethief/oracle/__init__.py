@@ -1,0 +1,20 @@
+"""The black box: an Oracle over a backend (local model, Python callable, HTTP API), with output modes,
+a query budget and a persistent ledger of every answer."""
+
+from activethief.oracle.base import Backend, Oracle, check_images
+from activethief.oracle.ledger import Ledger
+from activethief.oracle.local import CallableBackend, CallableOracle, ModelBackend, ModelOracle
+from activethief.oracle.modes import OutputMode, answers_to_targets
+
+__all__ = [
+    "Backend",
+    "CallableBackend",
+    "CallableOracle",
+    "Ledger",
+    "ModelBackend",
+    "ModelOracle",
+    "Oracle",
+    "OutputMode",
+    "answers_to_targets",
+    "check_images",
+]

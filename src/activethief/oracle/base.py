@@ -1,0 +1,161 @@
+"""The black box: the only code that ever calls the target. Budget, output mode and ledger live here."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from activethief.errors import BudgetExceededError, OracleError
+from activethief.oracle.ledger import Ledger
+from activethief.oracle.modes import OutputMode
+
+
+class Backend(Protocol):
+    """Where answers come from: a local model, a Python callable, an HTTP API.
+
+    `remote_mode` is the output mode the far side already applies (an API's policy), or None when the
+    backend returns raw probabilities and the oracle applies its own mode. `answer` receives a request
+    id that stays the same when a request is replayed after a crash (an idempotency key).
+    """
+
+    num_classes: int
+    remote_mode: OutputMode | None
+
+    def answer(self, images: np.ndarray, request_id: str) -> np.ndarray: ...
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """Images as float32 [n, 1, 28, 28] in [0, 1], or an OracleError saying what is wrong."""
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+        raise OracleError(f"images must have shape [n, 1, 28, 28] (or [n, 28, 28]); got {list(x.shape)}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise OracleError("images contain NaN or infinite values")
+    if len(x) and (x.min() < 0.0 or x.max() > 1.0):
+        raise OracleError(f"image values must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]")
+    return x
+
+
+class Oracle:
+    """Answers queries through a backend, never beyond the budget, recording every answer first.
+
+    Args:
+        backend: the target.
+        mode: output mode applied to raw probabilities (ignored when the backend applies its own).
+        budget: the most queries ever answered (None = unlimited); re-asked pool points are free.
+        ledger: a path (SQLite file), a `Ledger`, or None for an in-memory ledger.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        mode: str | OutputMode = "probs",
+        budget: int | None = None,
+        ledger: Ledger | Path | str | None = None,
+    ) -> None:
+        if budget is not None and budget < 0:
+            raise OracleError(f"budget must be >= 0, got {budget}")
+        self.backend = backend
+        self.mode = backend.remote_mode or OutputMode.parse(mode)
+        self.budget = budget
+        self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger or ":memory:")
+        self.ledger.bind("mode", str(self.mode), "output mode")
+        self.ledger.bind("num_classes", str(self.num_classes), "number of classes")
+
+    @property
+    def num_classes(self) -> int:
+        return self.backend.num_classes
+
+    @property
+    def used(self) -> int:
+        """Queries paid for: answered pool points, requests in flight, and unkeyed images."""
+        return len(self.ledger) + self.ledger.pending_count() + self.ledger.unkeyed()
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else max(0, self.budget - self.used)
+
+    def _charge(self, count: int) -> None:
+        if self.budget is not None and self.used + count > self.budget:
+            raise BudgetExceededError(self.used, count, self.budget)
+
+    def _ask(self, images: np.ndarray, request_id: str) -> np.ndarray:
+        raw = np.asarray(self.backend.answer(images, request_id), dtype=np.float32)
+        if raw.shape != (len(images), self.num_classes) or not np.isfinite(raw).all():
+            raise OracleError(
+                f"target answered shape {list(raw.shape)} (finite: {bool(np.isfinite(raw).all())}); "
+                f"expected [{len(images)}, {self.num_classes}] finite values"
+            )
+        return raw if self.backend.remote_mode is not None else self.mode.apply(raw)
+
+    def query(self, images: np.ndarray, *, keys: np.ndarray | None = None, round: int = 0) -> np.ndarray:
+        """Answers [n, C] for `images`; with `keys` (pool indices) answers are cached in the ledger.
+
+        Pool points answered before are served from the ledger and not charged again.
+        """
+        x = check_images(images)
+        if keys is None:
+            self._charge(len(x))
+            answers = self._ask(x, uuid.uuid4().hex) if len(x) else np.zeros((0, self.num_classes), np.float32)
+            self.ledger.add_unkeyed(len(x))
+            return answers
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.shape != (len(x),):
+            raise OracleError(f"{len(x)} images but keys of shape {list(keys.shape)}")
+        known = self.ledger.lookup(keys)
+        _, first = np.unique(keys, return_index=True)
+        fresh = np.array(sorted(i for i in first if int(keys[i]) not in known), dtype=np.int64)
+        if len(fresh):
+            self._charge(len(fresh))
+            request_id = uuid.uuid4().hex
+            self.ledger.begin(request_id, keys[fresh], round)
+            try:
+                answers = self._ask(x[fresh], request_id)
+            except Exception:
+                if not getattr(self.backend, "replayable", False):
+                    self.ledger.abandon(request_id)
+                raise
+            self.ledger.complete(request_id, keys[fresh], answers, round, str(self.mode))
+            known.update(zip((int(k) for k in keys[fresh]), answers, strict=True))
+        if not len(keys):
+            return np.zeros((0, self.num_classes), np.float32)
+        return np.stack([known[int(k)] for k in keys]).astype(np.float32)
+
+    def recover(self, pool: np.ndarray) -> int:
+        """Replay requests left pending by a crash, with their original ids; returns points recovered.
+
+        A replayable backend (an HTTP API with idempotency keys) answers a replayed id without billing
+        again; a local backend simply answers.
+        """
+        recovered = 0
+        for request_id, indices, round_ in self.ledger.pending():
+            answers = self._ask(check_images(pool[indices]), request_id)
+            self.ledger.complete(request_id, indices, answers, round_, str(self.mode))
+            recovered += len(indices)
+        return recovered
+
+    def evaluate(self, images: np.ndarray) -> np.ndarray | None:
+        """The target's predicted classes for evaluation only (e.g. agreement on a test set), unbilled.
+
+        Only a local backend (a model or callable in this process) can be asked for free; for a remote
+        target this returns None, since every answer there costs a query.
+        """
+        if not getattr(self.backend, "local", False):
+            return None
+        probs = np.asarray(self.backend.answer(check_images(images), "evaluation"), dtype=np.float32)
+        return probs.argmax(1)
+
+    def answered(self) -> tuple[np.ndarray, np.ndarray]:
+        """All recorded (pool indices, answers), in the order they were bought."""
+        keys, answers, _ = self.ledger.all_answers()
+        return keys, answers.reshape(len(keys), self.num_classes)
+
+    def close(self) -> None:
+        self.ledger.close()

@@ -1,0 +1,161 @@
+"""The query ledger: every answer the target gave, persisted (SQLite) before anything uses it.
+
+Keyed by pool index. Re-asking an answered index is served from here and never paid again; reopening a
+ledger restores the used budget. Requests are recorded *before* they are sent (pending), with their id,
+so a crash between the target's answer and our write can be recovered with the same request id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from activethief.errors import OracleError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS answers (
+    pool_index INTEGER PRIMARY KEY,
+    answer BLOB NOT NULL,
+    round INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    pool_indices TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+class Ledger:
+    """A SQLite file (or ':memory:') holding answers by pool index, pending requests and run metadata."""
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise OracleError(f"{self.path} is not a usable query ledger: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- metadata -------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def bind(self, key: str, value: str, what: str) -> None:
+        """Record `value` under `key`, or check it equals what an earlier run recorded."""
+        old = self.get_meta(key)
+        if old is None:
+            self.set_meta(key, value)
+        elif old != value:
+            raise OracleError(
+                f"ledger {self.path} was written with {what} {old!r}, not {value!r}; "
+                "use a new ledger (or output folder) for a different setting"
+            )
+
+    # --- answers --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+    def lookup(self, indices: Iterable[int]) -> dict[int, np.ndarray]:
+        """Recorded answers for those of `indices` that have one."""
+        found: dict[int, np.ndarray] = {}
+        idx = [int(i) for i in indices]
+        for start in range(0, len(idx), 900):  # SQLite's bound-parameter limit
+            chunk = idx[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for key, blob in self._db.execute(
+                f"SELECT pool_index, answer FROM answers WHERE pool_index IN ({marks})", chunk
+            ):
+                found[int(key)] = np.frombuffer(blob, dtype=np.float32).copy()
+        return found
+
+    def all_answers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pool indices, answers [n, C], rounds), in the order they were recorded."""
+        rows = self._db.execute("SELECT pool_index, answer, round FROM answers ORDER BY rowid").fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        keys = np.array([r[0] for r in rows], dtype=np.int64)
+        answers = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        rounds = np.array([r[2] for r in rows], dtype=np.int64)
+        return keys, answers, rounds
+
+    # --- requests -------------------------------------------------------------------------------
+    def begin(self, request_id: str, indices: np.ndarray, round_: int) -> None:
+        """Record a request as pending before it is sent."""
+        self._db.execute(
+            "INSERT INTO requests (request_id, pool_indices, round, status, created) VALUES (?, ?, ?, 'pending', ?)",
+            (request_id, json.dumps([int(i) for i in indices]), round_, time.time()),
+        )
+
+    def complete(self, request_id: str, indices: np.ndarray, answers: np.ndarray, round_: int, mode: str) -> None:
+        """Store a request's answers and mark it done, in one transaction."""
+        now = time.time()
+        rows = [
+            (int(i), np.ascontiguousarray(a, dtype=np.float32).tobytes(), round_, mode, request_id, now)
+            for i, a in zip(indices, answers, strict=True)
+        ]
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO answers (pool_index, answer, round, mode, request_id, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute("UPDATE requests SET status = 'done' WHERE request_id = ?", (request_id,))
+
+    def pending(self) -> list[tuple[str, np.ndarray, int]]:
+        """Requests recorded as sent but never completed: (request id, pool indices, round)."""
+        rows = self._db.execute(
+            "SELECT request_id, pool_indices, round FROM requests WHERE status = 'pending' ORDER BY created"
+        ).fetchall()
+        return [(str(r[0]), np.array(json.loads(r[1]), dtype=np.int64), int(r[2])) for r in rows]
+
+    def pending_count(self) -> int:
+        return sum(len(indices) for _, indices, _ in self.pending())
+
+    def abandon(self, request_id: str) -> None:
+        """Mark a pending request as never answered (the target refused it before billing)."""
+        self._db.execute("UPDATE requests SET status = 'failed' WHERE request_id = ?", (request_id,))
+
+    # --- counters -------------------------------------------------------------------------------
+    def add_unkeyed(self, count: int) -> None:
+        """Count queries that have no pool index (e.g. adversarial images)."""
+        self.set_meta("unkeyed_queries", str(self.unkeyed() + count))
+
+    def unkeyed(self) -> int:
+        return int(self.get_meta("unkeyed_queries") or 0)
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self._db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,89 @@
+"""Adapters for targets that live in this process: a Python callable or a saved model file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from activethief import models
+from activethief.errors import OracleError
+from activethief.oracle.base import Oracle
+from activethief.oracle.ledger import Ledger
+from activethief.oracle.modes import OutputMode
+from activethief.training import predict_proba
+
+
+class CallableBackend:
+    """Any function mapping float32 [n, 1, 28, 28] in [0, 1] to probabilities [n, C]."""
+
+    remote_mode: OutputMode | None = None
+    local = True
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], num_classes: int) -> None:
+        if num_classes < 2:
+            raise OracleError(f"num_classes must be >= 2, got {num_classes}")
+        self.fn = fn
+        self.num_classes = num_classes
+
+    def answer(self, images: np.ndarray, request_id: str) -> np.ndarray:
+        out = self.fn(images)
+        if isinstance(out, torch.Tensor):
+            out = out.detach().cpu().numpy()
+        return np.asarray(out, dtype=np.float32)
+
+
+class ModelBackend:
+    """A torch model (logits out) evaluated in-process."""
+
+    remote_mode: OutputMode | None = None
+    local = True
+
+    def __init__(self, model: nn.Module, num_classes: int) -> None:
+        self.model = model.eval()
+        self.num_classes = num_classes
+
+    def answer(self, images: np.ndarray, request_id: str) -> np.ndarray:
+        return predict_proba(self.model, images)
+
+
+class CallableOracle(Oracle):
+    """An oracle over a Python callable: `CallableOracle(fn, num_classes, mode=..., budget=..., ledger=...)`."""
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], Any],
+        num_classes: int,
+        *,
+        mode: str | OutputMode = "probs",
+        budget: int | None = None,
+        ledger: Ledger | Path | str | None = None,
+    ) -> None:
+        super().__init__(CallableBackend(fn, num_classes), mode=mode, budget=budget, ledger=ledger)
+
+
+class ModelOracle(Oracle):
+    """An oracle over a local target: a model file written by `activethief.models.save`, or a module."""
+
+    def __init__(
+        self,
+        target: nn.Module | Path | str,
+        *,
+        num_classes: int | None = None,
+        mode: str | OutputMode = "probs",
+        budget: int | None = None,
+        ledger: Ledger | Path | str | None = None,
+    ) -> None:
+        self.metadata: dict[str, Any] = {}
+        if isinstance(target, nn.Module):
+            model = target
+            last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+            classes = num_classes or (int(last[-1].out_features) if last else 0)
+        else:
+            model, self.metadata = models.load(target)
+            classes = int(self.metadata["num_classes"])
+        super().__init__(ModelBackend(model, classes), mode=mode, budget=budget, ledger=ledger)

@@ -1,0 +1,76 @@
+"""Output modes: what a prediction API reveals of the target's probabilities."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from activethief.errors import ConfigError
+
+_PATTERN = re.compile(r"^(probs|label|topk:(\d+)|round:(\d+))$")
+
+
+@dataclass(frozen=True)
+class OutputMode:
+    """One of `probs`, `topk:K`, `label`, `round:D` (parse with `OutputMode.parse`)."""
+
+    kind: str
+    param: int = 0
+
+    @classmethod
+    def parse(cls, text: str | OutputMode) -> OutputMode:
+        if isinstance(text, OutputMode):
+            return text
+        match = _PATTERN.match(text.strip())
+        if not match:
+            raise ConfigError(f"invalid output mode {text!r}; use probs, topk:K (K>=1), label or round:D (D>=0)")
+        kind = match.group(1).split(":")[0]
+        param = int(match.group(2) or match.group(3) or 0)
+        if kind == "topk" and param < 1:
+            raise ConfigError(f"invalid output mode {text!r}: topk needs K >= 1")
+        return cls(kind, param)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.param}" if self.kind in ("topk", "round") else self.kind
+
+    @property
+    def hard(self) -> bool:
+        """True when answers carry only the predicted class (train on hard labels)."""
+        return self.kind == "label" or (self.kind == "topk" and self.param == 1)
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """What the API would return for these probability rows [n, C] (float32 [n, C])."""
+        p = np.asarray(probs, dtype=np.float32)
+        if self.kind == "probs":
+            return p.copy()
+        if self.kind == "label":
+            out = np.zeros_like(p)
+            out[np.arange(len(p)), p.argmax(1)] = 1.0
+            return out
+        if self.kind == "round":
+            return np.round(p, self.param).astype(np.float32)
+        k = min(self.param, p.shape[1])
+        top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+        out = np.zeros_like(p)
+        rows = np.arange(len(p))[:, None]
+        out[rows, top] = p[rows, top]
+        return out
+
+
+def answers_to_targets(answers: np.ndarray) -> np.ndarray:
+    """Training targets from recorded answers: rows renormalised to sum to one.
+
+    A rounded answer may sum to zero (all classes below half the last digit); that row falls back to a
+    one-hot of its largest entry, which is the best the answer reveals.
+    """
+    a = np.clip(np.asarray(answers, dtype=np.float32), 0.0, None)
+    mass = a.sum(1, keepdims=True)
+    empty = mass[:, 0] <= 0
+    if empty.any():
+        a = a.copy()
+        a[empty] = 0.0
+        a[np.flatnonzero(empty), np.asarray(answers)[empty].argmax(1)] = 1.0
+        mass = a.sum(1, keepdims=True)
+    return a / mass

@@ -1,0 +1,52 @@
+"""Train a target model on a dataset's full training set: the black box users then try to steal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from activethief import data, models
+from activethief.training import FitConfig, accuracy, fit
+
+
+def train_target(
+    dataset: str,
+    *,
+    arch: str = "cnn2",
+    out: Path | str = "target.pt",
+    epochs: int = 15,
+    seed: int = 0,
+    data_dir: Path | str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train `arch` on `dataset`'s training set (10% held out for early stopping), save it, return metadata."""
+    spec = data.get_spec(dataset)
+    x, y = data.load(dataset, "train", root=data_dir)
+    x_test, y_test = data.load(dataset, "test", root=data_dir)
+    model = models.build(arch, len(spec.classes), seed=seed)
+    started = time.perf_counter()
+
+    def report(epoch: int, train_loss: float, val_loss: float | None) -> None:
+        if log is not None:
+            log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val loss {val_loss:.4f}"
+                f"  ({time.perf_counter() - started:.0f} s)")
+
+    result = fit(model, x, y, config=FitConfig(epochs=epochs, patience=3, augment=1), seed=seed,
+                 on_epoch=report)
+    info: dict[str, Any] = {
+        "dataset": spec.name,
+        "class_names": list(spec.classes),
+        "test_accuracy": accuracy(model, x_test, y_test),
+        "seed": seed,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "torch": torch.__version__,
+    }
+    models.save(model, out, arch=arch, num_classes=len(spec.classes), **info)
+    info.update(arch=arch, path=str(out))
+    return info

@@ -1,0 +1,220 @@
+"""Train a model on a target's answers (soft or hard labels) and predict with it.
+
+RMSProp + cross-entropy as in the study. Targets may be class indices [n] or probability rows [n, C];
+probability rows are renormalised, so top-k, rounded and one-hot answers all train correctly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from activethief.errors import ConfigError
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to train. Defaults were chosen by measurement (benchmarks/query_efficiency.py)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.1  # of the training answers, held out for early stopping (costs no queries)
+    patience: int = 5  # epochs without validation improvement before stopping
+    min_steps: int = 0  # at least this many optimiser steps, however small the set (short sets need more epochs)
+    augment: int = 0  # random translations of up to this many pixels (0 = off)
+    bf16: bool = False  # bfloat16 autocast on CPU
+    # RMSProp's first steps are ~10x the learning rate (its running average starts at zero), which wrecks
+    # a warm start; ramping the rate up linearly over the first steps avoids that.
+    warmup_steps: int = 30
+
+
+@dataclass
+class FitResult:
+    """What happened during `fit`."""
+
+    epochs: int
+    steps: int
+    best_epoch: int
+    best_val_loss: float | None
+    val_agreement: float | None
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+
+
+def _as_tensor(x: ArrayLike) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    return tensor.float() if tensor.dtype != torch.float32 else tensor
+
+
+def to_soft_targets(targets: ArrayLike, num_classes: int) -> torch.Tensor:
+    """Probability rows [n, C] from class indices [n] or (possibly unnormalised) probability rows."""
+    t = torch.from_numpy(np.asarray(targets)) if isinstance(targets, np.ndarray) else targets
+    if t.ndim == 1:
+        if t.dtype.is_floating_point:
+            raise ConfigError("1-D targets must be integer class indices")
+        if len(t) and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+            raise ConfigError(f"class indices must lie in [0, {num_classes})")
+        return F.one_hot(t.long(), num_classes).float()
+    if t.ndim != 2 or t.shape[1] != num_classes:
+        raise ConfigError(f"targets must be [n] indices or [n, {num_classes}] probabilities, got {tuple(t.shape)}")
+    t = t.float().clamp_min(0)
+    mass = t.sum(1, keepdim=True)
+    if bool((mass <= 0).any()):
+        raise ConfigError("a target row has no probability mass")
+    return t / mass
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Mean of -sum(q log softmax(z)): cross-entropy against probability targets."""
+    return -(soft * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random integer offset in [-max_shift, max_shift], zero-filled."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+    batch = torch.arange(n)[:, None, None, None]
+    return padded[batch, 0:1, rows, cols].reshape(n, 1, h, w)
+
+
+def _num_classes(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return int(last.out_features)
+
+
+def fit(
+    model: nn.Module,
+    x: ArrayLike,
+    targets: ArrayLike,
+    *,
+    config: FitConfig | None = None,
+    seed: int = 0,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    val: tuple[ArrayLike, ArrayLike] | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
+) -> FitResult:
+    """Train `model` in place on images `x` [n, 1, 28, 28] and `targets` (indices or probabilities).
+
+    Args:
+        config: training settings; `FitConfig()` when omitted.
+        seed: drives the validation split, shuffling and augmentation; same seed, same weights (CPU).
+        init_state: warm start from these weights; otherwise the model's current weights are used
+            (build a fresh model for a cold start).
+        val: explicit validation images and targets; otherwise `config.val_fraction` of the data is held out.
+        on_epoch: called with (epoch, train_loss, val_loss) after each epoch, e.g. for a progress bar.
+    """
+    cfg = config or FitConfig()
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    num_classes = _num_classes(model)
+    xs = _as_tensor(x)
+    soft = to_soft_targets(targets, num_classes)
+    if len(xs) != len(soft):
+        raise ConfigError(f"{len(xs)} images but {len(soft)} targets")
+    if len(xs) == 0:
+        raise ConfigError("cannot train on an empty set")
+    gen = torch.Generator().manual_seed(seed)
+
+    if val is not None:
+        x_val, y_val = _as_tensor(val[0]), to_soft_targets(val[1], num_classes)
+        x_tr, y_tr = xs, soft
+    elif cfg.val_fraction > 0 and len(xs) >= 20:
+        order = torch.randperm(len(xs), generator=gen)
+        n_val = max(1, int(round(len(xs) * cfg.val_fraction)))
+        x_val, y_val = xs[order[:n_val]], soft[order[:n_val]]
+        x_tr, y_tr = xs[order[n_val:]], soft[order[n_val:]]
+    else:
+        x_val = y_val = None
+        x_tr, y_tr = xs, soft
+
+    optimiser = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    )
+    steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    best_loss, best_epoch, best_state, stale, steps = math.inf, 0, None, 0, 0
+    result = FitResult(epochs=0, steps=0, best_epoch=0, best_val_loss=None, val_agreement=None)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(x_tr), generator=gen)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            xb = x_tr[idx]
+            if cfg.augment:
+                xb = random_shift(xb, cfg.augment, gen)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(xb)
+            loss = soft_cross_entropy(logits, y_tr[idx])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            warmup.step()
+            total += loss.item() * len(idx)
+            steps += 1
+        result.train_loss.append(total / len(x_tr))
+        val_loss = None
+        if x_val is not None and y_val is not None:
+            probs = F.softmax(predict_logits(model, x_val, bf16=cfg.bf16), dim=1)
+            val_loss = float(-(y_val * probs.clamp_min(1e-12).log()).sum(1).mean())
+            result.val_loss.append(val_loss)
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_epoch, stale = val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+                result.val_agreement = float((probs.argmax(1) == y_val.argmax(1)).float().mean())
+            else:
+                stale += 1
+        if on_epoch is not None:
+            on_epoch(epoch, result.train_loss[-1], val_loss)
+        result.epochs = epoch
+        if x_val is not None and stale >= cfg.patience and steps >= cfg.min_steps:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        result.best_epoch, result.best_val_loss = best_epoch, best_loss
+    else:
+        result.best_epoch = result.epochs
+    result.steps = steps
+    model.eval()
+    return result
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False) -> torch.Tensor:
+    """Logits [n, C] (float32 tensor), computed in batches so memory stays bounded."""
+    was_training = model.training
+    model.eval()
+    xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    chunks = [torch.zeros((0, _num_classes(model)))]
+    for start in range(0, len(xs), batch_size):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            chunks.append(model(xs[start : start + batch_size].float()).float())
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+def predict_proba(model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False) -> np.ndarray:
+    """Softmax probabilities [n, C] as a float32 numpy array, streamed in batches."""
+    return F.softmax(predict_logits(model, x, batch_size=batch_size, bf16=bf16), dim=1).numpy()
+
+
+def accuracy(model: nn.Module, x: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of `x` whose argmax prediction equals `labels`."""
+    probs = predict_proba(model, x)
+    return float((probs.argmax(1) == np.asarray(labels)).mean())

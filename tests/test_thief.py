@@ -1,0 +1,148 @@
+"""The ActiveThief loop on a small slice: history, outputs, stopping, and resume after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from activethief import CallableOracle, models, steal
+from activethief.errors import ActiveThiefError, ConfigError
+from activethief.oracle import ModelOracle
+from activethief.training import FitConfig, fit, predict_proba
+
+FAST = FitConfig(epochs=3, patience=2, min_steps=60)
+
+
+@pytest.fixture(scope="module")
+def target(mnist_small: tuple[np.ndarray, ...]) -> torch.nn.Module:
+    x, y = mnist_small[0], mnist_small[1]
+    model = models.build("cnn2", seed=0)
+    fit(model, x, y, config=FitConfig(epochs=3), seed=0)
+    return model
+
+
+class Crash(Exception):
+    pass
+
+
+class CountingFn:
+    """Wraps a target; records which images were asked, and can crash after some calls."""
+
+    def __init__(self, model: torch.nn.Module, crash_after: int | None = None) -> None:
+        self.model, self.crash_after, self.calls, self.images = model, crash_after, 0, 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.crash_after is not None and self.calls > self.crash_after:
+            raise Crash("simulated crash")
+        self.images += len(x)
+        return predict_proba(self.model, x)
+
+
+def test_steal_writes_history_summary_and_substitute(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x, _, xt, yt = mnist_small
+    oracle = CallableOracle(CountingFn(target), 10)
+    result = steal(oracle, x[:1500], budget=450, batch_size=150, strategy="entropy+kcenter", seed=1,
+                   test=(xt, yt), out=tmp_path / "run", quiet=True, fit_config=FAST)
+    assert result.queries_used == 450 and result.stopped_by == "budget"
+    assert [r.train_size for r in result.history] == [0, 150, 300, 450]
+    assert [r.selected for r in result.history] == [150, 150, 150, 0]
+    last = result.history[-1]
+    assert last.accuracy is not None and last.accuracy > 0.6
+    assert last.agreement is not None and last.agreement > 0.6
+    rows = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["queries_used"] == 450 and summary["stopped_by"] == "budget"
+    substitute, meta = models.load(tmp_path / "run" / "substitute.pt")
+    assert meta["queries"] == 450
+    assert np.allclose(predict_proba(substitute, xt[:5]), predict_proba(result.substitute, xt[:5]), atol=1e-6)
+
+
+def test_same_seed_same_run(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
+    x = mnist_small[0][:800]
+    runs = [
+        steal(CallableOracle(CountingFn(target), 10), x, budget=200, batch_size=100, strategy="entropy",
+              seed=3, quiet=True, fit_config=FAST)
+        for _ in range(2)
+    ]
+    a, b = (run.substitute.state_dict() for run in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[0].history[-1].batch_entropy == runs[1].history[-1].batch_entropy
+
+
+def test_entropy_stopping_rule(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
+    x = mnist_small[0][:1000]
+    result = steal(CallableOracle(CountingFn(target), 10), x, budget=1000, batch_size=100, stop="entropy:10",
+                   quiet=True, fit_config=FAST)
+    # alpha=10 nats is larger than any change, so the run stops as soon as two batch entropies exist.
+    assert result.stopped_by == "entropy:10"
+    assert result.queries_used == 300 and result.stopped_at_round == 3
+
+
+def test_pool_exhaustion(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
+    x = mnist_small[0][:250]
+    result = steal(CallableOracle(CountingFn(target), 10), x, budget=10_000, batch_size=100, quiet=True,
+                   fit_config=FAST)
+    assert result.queries_used == 250 and result.stopped_by == "pool"
+
+
+def test_resume_after_crash_pays_nothing_twice(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x = mnist_small[0][:1000]
+    kwargs = dict(budget=500, batch_size=100, strategy="entropy+uniform", seed=2, quiet=True, fit_config=FAST)
+    reference = steal(CallableOracle(CountingFn(target), 10), x, **kwargs)  # type: ignore[arg-type]
+
+    out = tmp_path / "run"
+    crashing = CountingFn(target, crash_after=2)
+    with pytest.raises(Crash):
+        steal(CallableOracle(crashing, 10), x, out=out, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="resume"):
+        steal(CallableOracle(CountingFn(target), 10), x, out=out, **kwargs)  # type: ignore[arg-type]
+    resumed_fn = CountingFn(target)
+    resumed = steal(CallableOracle(resumed_fn, 10), x, out=out, resume=True, **kwargs)  # type: ignore[arg-type]
+
+    assert crashing.images + resumed_fn.images == 500  # every point bought exactly once
+    assert resumed.queries_used == reference.queries_used == 500
+    assert [r.train_size for r in resumed.history] == [r.train_size for r in reference.history]
+    rows = (out / "history.jsonl").read_text().splitlines()
+    assert len(rows) == len(resumed.history)
+
+
+def test_resume_with_other_settings_is_refused(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x = mnist_small[0][:300]
+    steal(CallableOracle(CountingFn(target), 10), x, budget=100, batch_size=100, out=tmp_path, quiet=True,
+          fit_config=FAST)
+    with pytest.raises(ConfigError, match="different settings"):
+        steal(CallableOracle(CountingFn(target), 10), x, budget=200, batch_size=100, out=tmp_path, resume=True,
+              quiet=True, fit_config=FAST)
+
+
+def test_bad_arguments(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
+    x = mnist_small[0][:100]
+    oracle = CallableOracle(CountingFn(target), 10)
+    for kwargs in ({"strategy": "best"}, {"stop": "entropy:x"}, {"seeding": "kmeans:0"}, {"substitute": "vgg"},
+                   {"budget": 0}):
+        with pytest.raises(ActiveThiefError):
+            steal(oracle, x, **{"budget": 10, **kwargs}, quiet=True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="pool"):
+        steal(oracle, x[:, 0], budget=10, quiet=True)
+
+
+def test_hard_label_oracle_and_seeding(tmp_path: Path, target: torch.nn.Module,
+                                       mnist_small: tuple[np.ndarray, ...]) -> None:
+    x, _, xt, yt = mnist_small
+    oracle = ModelOracle(target, mode="label")
+    result = steal(oracle, x[:1200], budget=400, batch_size=200, seeding="kmeans:10", strategy="margin",
+                   test=(xt, yt), quiet=True, fit_config=FAST)
+    assert result.queries_used == 400
+    assert result.history[-1].accuracy is not None and result.history[-1].accuracy > 0.5

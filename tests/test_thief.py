@@ -48,8 +48,18 @@ def test_steal_writes_history_summary_and_substitute(
 ) -> None:
     x, _, xt, yt = mnist_small
     oracle = CallableOracle(CountingFn(target), 10)
-    result = steal(oracle, x[:1500], budget=450, batch_size=150, strategy="entropy+kcenter", seed=1,
-                   test=(xt, yt), out=tmp_path / "run", quiet=True, fit_config=FAST)
+    result = steal(
+        oracle,
+        x[:1500],
+        budget=450,
+        batch_size=150,
+        strategy="entropy+kcenter",
+        seed=1,
+        test=(xt, yt),
+        out=tmp_path / "run",
+        quiet=True,
+        fit_config=FAST,
+    )
     assert result.queries_used == 450 and result.stopped_by == "budget"
     assert [r.train_size for r in result.history] == [0, 150, 300, 450]
     assert [r.selected for r in result.history] == [150, 150, 150, 0]
@@ -68,8 +78,16 @@ def test_steal_writes_history_summary_and_substitute(
 def test_same_seed_same_run(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
     x = mnist_small[0][:800]
     runs = [
-        steal(CallableOracle(CountingFn(target), 10), x, budget=200, batch_size=100, strategy="entropy",
-              seed=3, quiet=True, fit_config=FAST)
+        steal(
+            CallableOracle(CountingFn(target), 10),
+            x,
+            budget=200,
+            batch_size=100,
+            strategy="entropy",
+            seed=3,
+            quiet=True,
+            fit_config=FAST,
+        )
         for _ in range(2)
     ]
     a, b = (run.substitute.state_dict() for run in runs)
@@ -79,8 +97,15 @@ def test_same_seed_same_run(target: torch.nn.Module, mnist_small: tuple[np.ndarr
 
 def test_entropy_stopping_rule(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
     x = mnist_small[0][:1000]
-    result = steal(CallableOracle(CountingFn(target), 10), x, budget=1000, batch_size=100, stop="entropy:10",
-                   quiet=True, fit_config=FAST)
+    result = steal(
+        CallableOracle(CountingFn(target), 10),
+        x,
+        budget=1000,
+        batch_size=100,
+        stop="entropy:10",
+        quiet=True,
+        fit_config=FAST,
+    )
     # alpha=10 nats is larger than any change, so the run stops as soon as two batch entropies exist.
     assert result.stopped_by == "entropy:10"
     assert result.queries_used == 300 and result.stopped_at_round == 3
@@ -88,8 +113,9 @@ def test_entropy_stopping_rule(target: torch.nn.Module, mnist_small: tuple[np.nd
 
 def test_pool_exhaustion(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
     x = mnist_small[0][:250]
-    result = steal(CallableOracle(CountingFn(target), 10), x, budget=10_000, batch_size=100, quiet=True,
-                   fit_config=FAST)
+    result = steal(
+        CallableOracle(CountingFn(target), 10), x, budget=10_000, batch_size=100, quiet=True, fit_config=FAST
+    )
     assert result.queries_used == 250 and result.stopped_by == "pool"
 
 
@@ -120,29 +146,59 @@ def test_resume_with_other_settings_is_refused(
     tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
 ) -> None:
     x = mnist_small[0][:300]
-    steal(CallableOracle(CountingFn(target), 10), x, budget=100, batch_size=100, out=tmp_path, quiet=True,
-          fit_config=FAST)
+    steal(
+        CallableOracle(CountingFn(target), 10),
+        x,
+        budget=100,
+        batch_size=100,
+        out=tmp_path,
+        quiet=True,
+        fit_config=FAST,
+    )
     with pytest.raises(ConfigError, match="different settings"):
-        steal(CallableOracle(CountingFn(target), 10), x, budget=200, batch_size=100, out=tmp_path, resume=True,
-              quiet=True, fit_config=FAST)
+        steal(
+            CallableOracle(CountingFn(target), 10),
+            x,
+            budget=200,
+            batch_size=100,
+            out=tmp_path,
+            resume=True,
+            quiet=True,
+            fit_config=FAST,
+        )
 
 
 def test_bad_arguments(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
     x = mnist_small[0][:100]
     oracle = CallableOracle(CountingFn(target), 10)
-    for kwargs in ({"strategy": "best"}, {"stop": "entropy:x"}, {"seeding": "kmeans:0"}, {"substitute": "vgg"},
-                   {"budget": 0}):
+    for kwargs in (
+        {"strategy": "best"},
+        {"stop": "entropy:x"},
+        {"seeding": "kmeans:0"},
+        {"substitute": "vgg"},
+        {"budget": 0},
+    ):
         with pytest.raises(ActiveThiefError):
             steal(oracle, x, **{"budget": 10, **kwargs}, quiet=True)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="pool"):
         steal(oracle, x[:, 0], budget=10, quiet=True)
 
 
-def test_hard_label_oracle_and_seeding(tmp_path: Path, target: torch.nn.Module,
-                                       mnist_small: tuple[np.ndarray, ...]) -> None:
+def test_hard_label_oracle_and_seeding(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
     x, _, xt, yt = mnist_small
     oracle = ModelOracle(target, mode="label")
-    result = steal(oracle, x[:1200], budget=400, batch_size=200, seeding="kmeans:10", strategy="margin",
-                   test=(xt, yt), quiet=True, fit_config=FAST)
+    result = steal(
+        oracle,
+        x[:1200],
+        budget=400,
+        batch_size=200,
+        seeding="kmeans:10",
+        strategy="margin",
+        test=(xt, yt),
+        quiet=True,
+        fit_config=FAST,
+    )
     assert result.queries_used == 400
     assert result.history[-1].accuracy is not None and result.history[-1].accuracy > 0.5

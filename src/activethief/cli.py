@@ -84,6 +84,9 @@ def train_target(
     out: Annotated[Path, typer.Option(help="Where to write the model file.")] = Path("target.pt"),
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on a validation split).")] = 15,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(help="Train on the first N images only (quick trials).")
+    ] = None,
     data_dir: DataDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -91,7 +94,13 @@ def train_target(
     from activethief.target import train_target as run
 
     info = run(
-        dataset, arch=arch, out=out, epochs=epochs, seed=seed, data_dir=data_dir,
+        dataset,
+        arch=arch,
+        out=out,
+        epochs=epochs,
+        seed=seed,
+        data_dir=data_dir,
+        limit=limit,
         log=None if quiet else typer.echo,
     )
     typer.echo(json.dumps(info, indent=2))
@@ -107,8 +116,12 @@ def _register_optional_commands() -> None:
     """Commands that live with their feature: each module exposes `register(app)`."""
     import importlib
 
-    for module in ("activethief.commands_steal", "activethief.attacks.command", "activethief.serve.command",
-                   "activethief.experiments.command"):
+    for module in (
+        "activethief.commands_steal",
+        "activethief.attacks.command",
+        "activethief.serve.command",
+        "activethief.experiments.command",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -119,4 +132,4 @@ def _register_optional_commands() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

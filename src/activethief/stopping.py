@@ -16,7 +16,8 @@ from activethief.errors import ConfigError
 class StoppingRule(Protocol):
     """Decides after each round, from the batch entropies so far, whether to stop."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def should_stop(self, batch_entropies: list[float]) -> bool: ...
 
@@ -25,7 +26,9 @@ class StoppingRule(Protocol):
 class BudgetOnly:
     """Never stops early: the loop ends when the budget or the pool runs out."""
 
-    name: str = "budget"
+    @property
+    def name(self) -> str:
+        return "budget"
 
     def should_stop(self, batch_entropies: list[float]) -> bool:
         return False

@@ -21,31 +21,41 @@ def train_target(
     epochs: int = 15,
     seed: int = 0,
     data_dir: Path | str | None = None,
+    limit: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `arch` on `dataset`'s training set (10% held out for early stopping), save it, return metadata."""
+    """Train `arch` on `dataset`'s training set (10% held out for early stopping), save it, return metadata.
+
+    `limit` trains on the first `limit` training images only (quick trials and smoke tests).
+    """
     spec = data.get_spec(dataset)
     x, y = data.load(dataset, "train", root=data_dir)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
     x_test, y_test = data.load(dataset, "test", root=data_dir)
     model = models.build(arch, len(spec.classes), seed=seed)
     started = time.perf_counter()
 
     def report(epoch: int, train_loss: float, val_loss: float | None) -> None:
         if log is not None:
-            log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val loss {val_loss:.4f}"
-                f"  ({time.perf_counter() - started:.0f} s)")
+            log(
+                f"epoch {epoch:3d}  train loss {train_loss:.4f}  val loss {val_loss:.4f}"
+                f"  ({time.perf_counter() - started:.0f} s)"
+            )
 
-    result = fit(model, x, y, config=FitConfig(epochs=epochs, patience=3, augment=1), seed=seed,
-                 on_epoch=report)
+    result = fit(
+        model, x, y, config=FitConfig(epochs=epochs, patience=3, augment=1), seed=seed, on_epoch=report
+    )
     info: dict[str, Any] = {
         "dataset": spec.name,
         "class_names": list(spec.classes),
         "test_accuracy": accuracy(model, x_test, y_test),
         "seed": seed,
+        "train_images": len(x),
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "train_seconds": round(time.perf_counter() - started, 1),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     models.save(model, out, arch=arch, num_classes=len(spec.classes), **info)
     info.update(arch=arch, path=str(out))

@@ -84,7 +84,9 @@ class StealResult:
             "accuracy": last.accuracy if last else None,
             "agreement": last.agreement if last else None,
             "rounds": len(self.history),
-            "seconds": round(sum(r.seconds_train + r.seconds_select + r.seconds_query for r in self.history), 2),
+            "seconds": round(
+                sum(r.seconds_train + r.seconds_select + r.seconds_query for r in self.history), 2
+            ),
             "config": _config_dict(self.config),
         }
 
@@ -94,7 +96,7 @@ def _config_dict(config: StealConfig) -> dict[str, Any]:
 
 
 def _fingerprint(pool: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(pool).view(np.uint8)).hexdigest()[:32]
+    return hashlib.sha256(np.ascontiguousarray(pool).tobytes()).hexdigest()[:32]
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -177,12 +179,22 @@ def steal(
     if budget < 1 or batch_size < 1:
         raise ConfigError(f"budget and batch_size must be >= 1 (got {budget}, {batch_size})")
     config = StealConfig(
-        budget=budget, batch_size=batch_size, strategy=strategy, seeding=seeding, seed_size=seed_size,
-        stop=stop, substitute=substitute, seed=seed, warm_start=warm_start, narrow_factor=narrow_factor,
+        budget=budget,
+        batch_size=batch_size,
+        strategy=strategy,
+        seeding=seeding,
+        seed_size=seed_size,
+        stop=stop,
+        substitute=substitute,
+        seed=seed,
+        warm_start=warm_start,
+        narrow_factor=narrow_factor,
         fit=fit_config or FitConfig(),
     )
-    selector = make_strategy(strategy) if narrow_factor is None else make_strategy(
-        strategy, narrow_factor=narrow_factor
+    selector = (
+        make_strategy(strategy)
+        if narrow_factor is None
+        else make_strategy(strategy, narrow_factor=narrow_factor)
     )
     seeder = make_seeder(seeding)
     rule = parse_stop(stop)
@@ -228,11 +240,19 @@ def steal(
             left = min(left, oracle.remaining)
         return max(0, left)
 
-    def train(keys: np.ndarray, answers: np.ndarray, round_: int, init: nn.Module | None) -> tuple[nn.Module, int]:
+    def train(
+        keys: np.ndarray, answers: np.ndarray, round_: int, init: nn.Module | None
+    ) -> tuple[nn.Module, int]:
         model = models.build(substitute, num_classes, seed=_round_seed(seed, round_, 1))
         init_state = init.state_dict() if (init is not None and warm_start) else None
-        result = fit(model, pool[keys], answers_to_targets(answers), config=config.fit,
-                     seed=_round_seed(seed, round_, 2), init_state=init_state)
+        result = fit(
+            model,
+            pool[keys],
+            answers_to_targets(answers),
+            config=config.fit,
+            seed=_round_seed(seed, round_, 2),
+            init_state=init_state,
+        )
         return model, result.epochs
 
     progress = _Progress(quiet, budget)
@@ -259,34 +279,44 @@ def steal(
         accuracy, agreement = evaluate(model)
 
         candidates = np.setdiff1d(np.arange(len(pool)), keys_all)
-        k = min((config.seed_size or batch_size) if round_ == 0 else batch_size, limit() + len(bought_this_round))
+        k = min(
+            (config.seed_size or batch_size) if round_ == 0 else batch_size, limit() + len(bought_this_round)
+        )
         k = min(k, len(candidates) + len(bought_this_round))
         if rule.should_stop(entropies):
             stopped_by = rule.name
             k = 0
         elif k <= 0:
             stopped_by = "budget" if limit() == 0 else "pool"
-        probs = predict_proba(model, pool) if k > 0 or round_ == 0 else None
         rng = np.random.default_rng(_round_seed(seed, round_, 3))
-        if k <= 0:
-            batch = np.zeros(0, np.int64)
-        elif len(bought_this_round):
-            batch = bought_this_round[:k]
-        elif round_ == 0:
-            batch = seeder.select(pool, probs, k, rng)
-        else:
-            batch = selector.select(probs, keys, candidates, k, rng)
+        batch, batch_entropy = np.zeros(0, np.int64), None
+        if k > 0:
+            probs = predict_proba(model, pool)
+            if len(bought_this_round):  # resuming a round whose batch was already bought
+                batch = bought_this_round[:k]
+            elif round_ == 0:
+                batch = seeder.select(pool, probs, k, rng)
+            else:
+                batch = selector.select(probs, keys, candidates, k, rng)
+            batch_entropy = mean_entropy(probs[batch])
         t2 = time.perf_counter()
         if len(batch):
             oracle.query(pool[batch], keys=batch, round=round_)
         t3 = time.perf_counter()
-        batch_entropy = mean_entropy(probs[batch]) if probs is not None and len(batch) else None
         if batch_entropy is not None and round_ > 0:
             entropies.append(batch_entropy)
         record = RoundRecord(
-            round=round_, train_size=len(keys), queries_used=oracle.used, selected=len(batch),
-            batch_entropy=batch_entropy, accuracy=accuracy, agreement=agreement, train_epochs=epochs,
-            seconds_train=round(t1 - t0, 3), seconds_select=round(t2 - t1, 3), seconds_query=round(t3 - t2, 3),
+            round=round_,
+            train_size=len(keys),
+            queries_used=oracle.used,
+            selected=len(batch),
+            batch_entropy=batch_entropy,
+            accuracy=accuracy,
+            agreement=agreement,
+            train_epochs=epochs,
+            seconds_train=round(t1 - t0, 3),
+            seconds_select=round(t2 - t1, 3),
+            seconds_query=round(t3 - t2, 3),
         )
         history.append(record)
         progress.update(record)
@@ -302,15 +332,30 @@ def steal(
     assert model is not None
     result = StealResult(model, history, oracle.used, stopped_by, history[-1].round, config)
     if out_dir is not None:
-        models.save(model, out_dir / "substitute.pt", arch=substitute, num_classes=num_classes,
-                    queries=oracle.used, strategy=strategy, seeding=seeding, seed=seed,
-                    accuracy=history[-1].accuracy, agreement=history[-1].agreement)
+        models.save(
+            model,
+            out_dir / "substitute.pt",
+            arch=substitute,
+            num_classes=num_classes,
+            queries=oracle.used,
+            strategy=strategy,
+            seeding=seeding,
+            seed=seed,
+            accuracy=history[-1].accuracy,
+            agreement=history[-1].agreement,
+        )
         _atomic_write(out_dir / "summary.json", json.dumps(result.summary(), indent=2))
     return result
 
 
-def _checkpoint(out_dir: Path, config: StealConfig, history: list[RoundRecord], model: nn.Module,
-                arch: str, num_classes: int) -> None:
+def _checkpoint(
+    out_dir: Path,
+    config: StealConfig,
+    history: list[RoundRecord],
+    model: nn.Module,
+    arch: str,
+    num_classes: int,
+) -> None:
     """Weights first (under a per-round name), then the history row, then the state that points at both."""
     weights = f"checkpoint-r{history[-1].round}.pt"
     models.save(model, out_dir / weights, arch=arch, num_classes=num_classes, round=history[-1].round)
@@ -342,4 +387,3 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-

@@ -31,7 +31,9 @@ class FitConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.1  # of the training answers, held out for early stopping (costs no queries)
     patience: int = 5  # epochs without validation improvement before stopping
-    min_steps: int = 0  # at least this many optimiser steps, however small the set (short sets need more epochs)
+    min_steps: int = (
+        0  # at least this many optimiser steps, however small the set (short sets need more epochs)
+    )
     augment: int = 0  # random translations of up to this many pixels (0 = off)
     bf16: bool = False  # bfloat16 autocast on CPU
     # RMSProp's first steps are ~10x the learning rate (its running average starts at zero), which wrecks
@@ -67,7 +69,9 @@ def to_soft_targets(targets: ArrayLike, num_classes: int) -> torch.Tensor:
             raise ConfigError(f"class indices must lie in [0, {num_classes})")
         return F.one_hot(t.long(), num_classes).float()
     if t.ndim != 2 or t.shape[1] != num_classes:
-        raise ConfigError(f"targets must be [n] indices or [n, {num_classes}] probabilities, got {tuple(t.shape)}")
+        raise ConfigError(
+            f"targets must be [n] indices or [n, {num_classes}] probabilities, got {tuple(t.shape)}"
+        )
     t = t.float().clamp_min(0)
     mass = t.sum(1, keepdim=True)
     if bool((mass <= 0).any()):
@@ -135,11 +139,11 @@ def fit(
         x_tr, y_tr = xs, soft
     elif cfg.val_fraction > 0 and len(xs) >= 20:
         order = torch.randperm(len(xs), generator=gen)
-        n_val = max(1, int(round(len(xs) * cfg.val_fraction)))
+        n_val = max(1, round(len(xs) * cfg.val_fraction))
         x_val, y_val = xs[order[:n_val]], soft[order[:n_val]]
         x_tr, y_tr = xs[order[n_val:]], soft[order[n_val:]]
     else:
-        x_val = y_val = None
+        x_val, y_val = None, None
         x_tr, y_tr = xs, soft
 
     optimiser = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -163,7 +167,7 @@ def fit(
                 logits = model(xb)
             loss = soft_cross_entropy(logits, y_tr[idx])
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             warmup.step()
             total += loss.item() * len(idx)
@@ -196,7 +200,9 @@ def fit(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False
+) -> torch.Tensor:
     """Logits [n, C] (float32 tensor), computed in batches so memory stays bounded."""
     was_training = model.training
     model.eval()
@@ -209,7 +215,9 @@ def predict_logits(model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf
     return torch.cat(chunks)
 
 
-def predict_proba(model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False
+) -> np.ndarray:
     """Softmax probabilities [n, C] as a float32 numpy array, streamed in batches."""
     return F.softmax(predict_logits(model, x, batch_size=batch_size, bf16=bf16), dim=1).numpy()
 

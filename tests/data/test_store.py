@@ -52,18 +52,22 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[st
 def test_fetch_from_local_folder_and_load(tiny: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     folder, _ = tiny
     lines: list[str] = []
-    report = data.fetch("tiny", root=tmp_path / "cache", local=folder, sources=[LocalFolder(folder)], log=lines.append)
+    report = data.fetch(
+        "tiny", root=tmp_path / "cache", local=folder, sources=[LocalFolder(folder)], log=lines.append
+    )
     assert report.source == f"local folder {folder}"
     assert any("verified" in line for line in lines)
     x, y = data.load("tiny", "train", root=tmp_path / "cache")
     assert x.shape == (20, 1, 28, 28) and x.dtype == np.float32
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
     assert y.shape == (20,) and y.dtype == np.int64
     xt, _ = data.load("tiny", "test", root=tmp_path / "cache")
     assert xt.shape == (5, 1, 28, 28)
 
 
-def test_checksum_mismatch_names_file_and_tries_next(tiny: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
+def test_checksum_mismatch_names_file_and_tries_next(
+    tiny: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
     folder, raw = tiny
     (folder / "train-labels-idx1-ubyte").write_bytes(raw["train-labels"][:-1] + b"\x09")
     with pytest.raises(DataError) as info:
@@ -78,7 +82,9 @@ def test_missing_files_reported(tmp_path: Path) -> None:
         LocalFolder(tmp_path).locate(data.DATASETS["mnist"], tmp_path)
 
 
-def test_corrupted_cache_is_removed_with_refetch_hint(tiny: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
+def test_corrupted_cache_is_removed_with_refetch_hint(
+    tiny: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
     folder, _ = tiny
     cache = tmp_path / "cache"
     data.fetch("tiny", root=cache, sources=[LocalFolder(folder)])
@@ -106,15 +112,18 @@ def test_env_var_sets_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def test_mirrors_fail_cleanly_without_network(tmp_path: Path) -> None:
     spec = DatasetSpec(
-        name="nowhere", classes=("a", "b"), files=data.DATASETS["mnist"].files,
-        sha256={}, mirrors=("http://127.0.0.1:9/",),
+        name="nowhere",
+        classes=("a", "b"),
+        files=data.DATASETS["mnist"].files,
+        sha256={},
+        mirrors=("http://127.0.0.1:9/",),
     )
     with pytest.raises(SourceUnavailable, match=r"127\.0\.0\.1:9"):
         HttpMirrors(timeout=2).locate(spec, tmp_path)
 
 
 def test_real_datasets_load(mnist_small: tuple[np.ndarray, ...]) -> None:
-    x, y, xt, yt = mnist_small
+    x, y, xt, _ = mnist_small
     assert x.shape == (3000, 1, 28, 28) and xt.shape == (1000, 1, 28, 28)
     assert set(np.unique(y)) == set(range(10))
     full_x, full_y = data.load("mnist", "train")

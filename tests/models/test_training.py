@@ -105,5 +105,12 @@ def test_warm_start(mnist_small: tuple[np.ndarray, ...]) -> None:
     base = models.build("cnn2", seed=0)
     fit(base, x, y, config=FitConfig(epochs=2), seed=0)
     warm = models.build("cnn2", seed=9)
-    fit(warm, x[:100], y[:100], config=FitConfig(epochs=1, val_fraction=0), seed=0, init_state=base.state_dict())
+    fit(
+        warm,
+        x[:100],
+        y[:100],
+        config=FitConfig(epochs=1, val_fraction=0),
+        seed=0,
+        init_state=base.state_dict(),
+    )
     assert accuracy(warm, xt, yt) > 0.8

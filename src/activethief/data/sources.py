@@ -171,7 +171,7 @@ class HttpMirrors:
         for part in PARTS:
             name = spec.files[part] + ".gz"
             dest = workdir / name
-            with urllib.request.urlopen(base + name, timeout=self.timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(base + name, timeout=self.timeout) as response:
                 tmp = dest.with_suffix(".part")
                 with tmp.open("wb") as out:
                     shutil.copyfileobj(response, out)

@@ -1,4 +1,4 @@
-"""The verified dataset cache: IDX files are checked once, then kept as .npy arrays that load in milliseconds."""
+"""The verified dataset cache: IDX files are checked once, then kept as .npy arrays that load fast."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def _verify_and_read(spec: DatasetSpec, paths: dict[str, Path], source: str) -> 
         digest = sha256_bytes(raw)
         if digest != spec.sha256[part]:
             raise SourceUnavailable(
-                f"checksum mismatch for {paths[part]} ({part}): SHA-256 {digest}, expected {spec.sha256[part]}"
+                f"checksum mismatch for {paths[part]} ({part}): "
+                f"SHA-256 {digest}, expected {spec.sha256[part]}"
             )
         arrays[part] = read_idx_bytes(raw, name=str(paths[part]))
     images, labels = arrays["train-images"], arrays["train-labels"]

@@ -22,7 +22,9 @@ def build(arch: str, num_classes: int = 10, *, seed: int | None = None) -> nn.Mo
     try:
         factory = ARCHITECTURES[arch]
     except KeyError:
-        raise ModelError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
+        raise ModelError(
+            f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
     if seed is None:
         return factory(num_classes)
     with torch.random.fork_rng(devices=[]):
@@ -68,5 +70,7 @@ def load(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelError(f"{path}: weights do not fit architecture {payload['arch']}: {exc}") from exc
     model.eval()
     metadata = dict(payload.get("metadata", {}))
-    metadata.update(arch=payload["arch"], num_classes=payload["num_classes"], input_shape=payload["input_shape"])
+    metadata.update(
+        arch=payload["arch"], num_classes=payload["num_classes"], input_shape=payload["input_shape"]
+    )
     return model, metadata

@@ -14,10 +14,15 @@ def cnn2(num_classes: int = 10) -> nn.Module:
     which matters because the active-learning loop retrains it every round.
     """
     return nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 16, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 128), nn.ReLU(),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
         nn.Linear(128, num_classes),
     )
 
@@ -25,11 +30,17 @@ def cnn2(num_classes: int = 10) -> nn.Module:
 def lenet(num_classes: int = 10) -> nn.Module:
     """LeNet-5 style: 6 and 16 channel 5x5 convolutions with average pooling, three dense layers."""
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.Tanh(),
-        nn.Linear(120, 84), nn.Tanh(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.Tanh(),
+        nn.Linear(120, 84),
+        nn.Tanh(),
         nn.Linear(84, num_classes),
     )
 
@@ -38,8 +49,10 @@ def mlp(num_classes: int = 10) -> nn.Module:
     """A small multi-layer perceptron (784-256-128-C), a deliberately different family from the CNNs."""
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(28 * 28, 256), nn.ReLU(),
-        nn.Linear(256, 128), nn.ReLU(),
+        nn.Linear(28 * 28, 256),
+        nn.ReLU(),
+        nn.Linear(256, 128),
+        nn.ReLU(),
         nn.Linear(128, num_classes),
     )
 
@@ -47,10 +60,15 @@ def mlp(num_classes: int = 10) -> nn.Module:
 def cnn2_wide(num_classes: int = 10) -> nn.Module:
     """cnn2 with 32 and 64 channels and a 256-unit hidden layer: a stronger target, ~3x slower to train."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 256), nn.ReLU(),
+        nn.Linear(64 * 7 * 7, 256),
+        nn.ReLU(),
         nn.Linear(256, num_classes),
     )
 

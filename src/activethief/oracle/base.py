@@ -103,7 +103,9 @@ class Oracle:
         x = check_images(images)
         if keys is None:
             self._charge(len(x))
-            answers = self._ask(x, uuid.uuid4().hex) if len(x) else np.zeros((0, self.num_classes), np.float32)
+            answers = (
+                self._ask(x, uuid.uuid4().hex) if len(x) else np.zeros((0, self.num_classes), np.float32)
+            )
             self.ledger.add_unkeyed(len(x))
             return answers
         keys = np.asarray(keys, dtype=np.int64)
@@ -150,7 +152,8 @@ class Oracle:
         if not getattr(self.backend, "local", False):
             return None
         probs = np.asarray(self.backend.answer(check_images(images), "evaluation"), dtype=np.float32)
-        return probs.argmax(1)
+        labels: np.ndarray = probs.argmax(1)
+        return labels
 
     def answered(self) -> tuple[np.ndarray, np.ndarray]:
         """All recorded (pool indices, answers), in the order they were bought."""

@@ -105,11 +105,14 @@ class Ledger:
     def begin(self, request_id: str, indices: np.ndarray, round_: int) -> None:
         """Record a request as pending before it is sent."""
         self._db.execute(
-            "INSERT INTO requests (request_id, pool_indices, round, status, created) VALUES (?, ?, ?, 'pending', ?)",
+            "INSERT INTO requests (request_id, pool_indices, round, status, created) "
+            "VALUES (?, ?, ?, 'pending', ?)",
             (request_id, json.dumps([int(i) for i in indices]), round_, time.time()),
         )
 
-    def complete(self, request_id: str, indices: np.ndarray, answers: np.ndarray, round_: int, mode: str) -> None:
+    def complete(
+        self, request_id: str, indices: np.ndarray, answers: np.ndarray, round_: int, mode: str
+    ) -> None:
         """Store a request's answers and mark it done, in one transaction."""
         now = time.time()
         rows = [

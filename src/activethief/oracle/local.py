@@ -52,7 +52,7 @@ class ModelBackend:
 
 
 class CallableOracle(Oracle):
-    """An oracle over a Python callable: `CallableOracle(fn, num_classes, mode=..., budget=..., ledger=...)`."""
+    """An oracle over a Python callable `fn(images) -> probabilities`, with mode, budget and ledger."""
 
     def __init__(
         self,

@@ -25,7 +25,9 @@ class OutputMode:
             return text
         match = _PATTERN.match(text.strip())
         if not match:
-            raise ConfigError(f"invalid output mode {text!r}; use probs, topk:K (K>=1), label or round:D (D>=0)")
+            raise ConfigError(
+                f"invalid output mode {text!r}; use probs, topk:K (K>=1), label or round:D (D>=0)"
+            )
         kind = match.group(1).split(":")[0]
         param = int(match.group(2) or match.group(3) or 0)
         if kind == "topk" and param < 1:
@@ -73,4 +75,5 @@ def answers_to_targets(answers: np.ndarray) -> np.ndarray:
         a[empty] = 0.0
         a[np.flatnonzero(empty), np.asarray(answers)[empty].argmax(1)] = 1.0
         mass = a.sum(1, keepdims=True)
-    return a / mass
+    normalised: np.ndarray = a / mass
+    return normalised

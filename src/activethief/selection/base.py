@@ -1,0 +1,164 @@
+"""The `Strategy` base class: validates a selection request once, so each strategy is only its idea.
+
+A strategy receives the substitute's probabilities over the whole pool, the pool indices that are
+already labelled and the pool indices it may choose from, and returns `k` of the latter.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from activethief.errors import ConfigError
+
+IndexArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.floating[Any]]
+
+
+def check_probs(probs: object, what: str = "probs") -> FloatArray:
+    """Return `probs` as a 2-D float array [N, C], or raise ConfigError saying what is wrong with it."""
+    if not isinstance(probs, np.ndarray):
+        raise ConfigError(f"{what} must be a numpy array [N, C], got {type(probs).__name__}")
+    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
+        raise ConfigError(
+            f"{what} must have shape [N, C] with N >= 1 points and C >= 1 classes, got shape {probs.shape}"
+        )
+    if probs.dtype.kind != "f":
+        raise ConfigError(f"{what} must hold floats (softmax probabilities), got dtype {probs.dtype}")
+    # One float64 sum catches NaN/inf without a pool-sized temporary; only then look closer.
+    if not math.isfinite(float(np.sum(probs, dtype=np.float64))):
+        bad_rows = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+        if bad_rows.size:
+            raise ConfigError(
+                f"{what} contains NaN or infinite values in {bad_rows.size} rows (first: row {bad_rows[0]}); "
+                "the substitute's predictions are broken (diverged training?); fix them before selecting"
+            )
+    return probs
+
+
+def check_indices(indices: object, n_pool: int, what: str) -> IndexArray:
+    """Return `indices` as a 1-D int64 array of pool indices in [0, n_pool), or raise ConfigError."""
+    array = np.asarray(indices)
+    if array.ndim != 1:
+        raise ConfigError(f"{what} must be a 1-D array of pool indices, got shape {array.shape}")
+    if array.size and array.dtype.kind not in "iu":
+        raise ConfigError(f"{what} must hold integer pool indices, got dtype {array.dtype}")
+    array = array.astype(np.int64, copy=False)
+    if array.size and (array.min() < 0 or array.max() >= n_pool):
+        raise ConfigError(
+            f"{what} holds indices outside the pool [0, {n_pool}): min {array.min()}, max {array.max()}; "
+            "indices must refer to rows of probs"
+        )
+    return array
+
+
+def check_k(k: object, available: int, what: str = "candidates") -> int:
+    """Return `k` as an int in [1, available], or raise ConfigError."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ConfigError(f"k must be an integer number of points to select, got {k!r}")
+    if k <= 0:
+        raise ConfigError(f"k must be a positive number of points to select, got {k}")
+    if k > available:
+        raise ConfigError(
+            f"cannot select k={k} points from {available} {what}; lower k or provide more {what} "
+            "(the unlabelled pool may be exhausted)"
+        )
+    return int(k)
+
+
+def check_rng(rng: object) -> np.random.Generator:
+    """Return `rng` if it is a numpy Generator; selection never falls back to global random state."""
+    if not isinstance(rng, np.random.Generator):
+        raise ConfigError(
+            "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), "
+            f"got {type(rng).__name__}"
+        )
+    return rng
+
+
+def sorted_unique_candidates(candidates: IndexArray) -> IndexArray:
+    """Sort candidates ascending (a no-op when they already are) and reject duplicates."""
+    if candidates.size > 1 and not bool(np.all(candidates[1:] > candidates[:-1])):
+        candidates = np.sort(candidates)
+        duplicated = candidates[1:] == candidates[:-1]
+        if bool(duplicated.any()):
+            raise ConfigError(
+                f"candidates contain duplicate pool indices (e.g. {candidates[1:][duplicated][0]}); "
+                "pass each candidate once"
+            )
+    return candidates
+
+
+class Strategy(ABC):
+    """An active-learning selection strategy: pick `k` informative candidates from the pool.
+
+    `select` validates the request and hands `choose` a clean one; subclasses implement `choose`.
+
+    Attributes:
+        name: The public name (`make_strategy(name)` builds it).
+    """
+
+    name: str
+
+    def select(
+        self,
+        probs: FloatArray,
+        labelled: npt.ArrayLike,
+        candidates: npt.ArrayLike,
+        k: int,
+        rng: np.random.Generator,
+    ) -> IndexArray:
+        """Pick `k` pool indices from `candidates`.
+
+        Args:
+            probs: Substitute's probabilities over the whole pool, float [N, C].
+            labelled: Pool indices already labelled (int, [L], may be empty); never returned.
+            candidates: Pool indices to choose from (int, [M]); disjoint from `labelled`.
+            k: How many to pick, 1 <= k <= M.
+            rng: The only source of randomness; the same seed gives the same result.
+
+        Returns:
+            int64 array of exactly `k` unique pool indices, all from `candidates`.
+
+        Raises:
+            ConfigError: On bad shapes, NaN in `probs`, bad indices or an impossible `k`.
+        """
+        probs = check_probs(probs)
+        n_pool = probs.shape[0]
+        labelled_idx = check_indices(labelled, n_pool, "labelled")
+        candidate_idx = sorted_unique_candidates(check_indices(candidates, n_pool, "candidates"))
+        k = check_k(k, candidate_idx.size)
+        rng = check_rng(rng)
+        if labelled_idx.size:
+            positions = np.searchsorted(candidate_idx, labelled_idx).clip(max=candidate_idx.size - 1)
+            overlap = candidate_idx[positions] == labelled_idx
+            if bool(overlap.any()):
+                raise ConfigError(
+                    f"{int(overlap.sum())} candidates are already labelled (e.g. pool index "
+                    f"{labelled_idx[overlap][0]}); candidates must exclude labelled points"
+                )
+        chosen = self.choose(probs, labelled_idx, candidate_idx, k, rng)
+        assert chosen.shape == (k,) and chosen.dtype == np.int64, (self.name, chosen.shape, chosen.dtype)
+        return chosen
+
+    @abstractmethod
+    def choose(
+        self,
+        probs: FloatArray,
+        labelled: IndexArray,
+        candidates: IndexArray,
+        k: int,
+        rng: np.random.Generator,
+    ) -> IndexArray:
+        """Pick `k` of `candidates` from an already validated request.
+
+        `candidates` is sorted ascending, unique and disjoint from `labelled`; 1 <= k <= len(candidates).
+        Compositions call this directly on narrowed candidates, skipping repeated validation.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

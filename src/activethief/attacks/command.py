@@ -1,0 +1,163 @@
+"""The `activethief attack` command: craft on a substitute, measure transfer to the target, write results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from activethief.cli import friendly
+from activethief.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from activethief.oracle import Oracle
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `attack` command to the CLI app."""
+    app.command("attack")(attack_command)
+
+
+@friendly
+def attack_command(
+    substitute: Annotated[Path, typer.Option(help="The stolen model file (written by models.save).")],
+    target: Annotated[
+        str, typer.Option(help="The target: a model file, or an http(s):// prediction API URL.")
+    ],
+    dataset: Annotated[str, typer.Option(help="Dataset whose first --n test images are attacked.")] = "mnist",
+    method: Annotated[str, typer.Option(help="Attack: fgsm, pgd or mi-fgsm (all L-infinity).")] = "pgd",
+    eps: Annotated[float, typer.Option(help="L-infinity radius in [0, 1] pixel units.")] = 0.3,
+    steps: Annotated[int | None, typer.Option(help="Iterations (pgd: 40, mi-fgsm: 10).")] = None,
+    step_size: Annotated[
+        float | None, typer.Option(help="Step size per iteration (pgd: 0.01, mi-fgsm: eps/steps).")
+    ] = None,
+    random_start: Annotated[
+        bool | None, typer.Option("--random-start/--no-random-start", help="pgd: start at a random point.")
+    ] = None,
+    targeted: Annotated[
+        str | None,
+        typer.Option(help="Targeted attack: 'least-likely' or a class index; untargeted if omitted."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="How many test images to attack (the first n).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the attack's random start.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for result.json and examples.png.")] = Path("attack"),
+    query_budget: Annotated[
+        int | None, typer.Option(help="Most queries the target may answer (clean + adversarial = 2n).")
+    ] = None,
+    output_mode: Annotated[
+        str, typer.Option(help="What a local target reveals: probs, label, topk:K or round:D.")
+    ] = "probs",
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key of an HTTP target.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset cache (default $ACTIVETHIEF_DATA).")] = None,
+) -> None:
+    """Craft adversarial test images on the substitute and measure how often they fool the target.
+
+    Uses the first --n test images of --dataset; writes result.json and examples.png into --out.
+    """
+    from activethief import data, models
+    from activethief.attacks.plot import plot_examples
+    from activethief.attacks.registry import make_attack
+    from activethief.attacks.transfer import evaluate_transfer
+
+    attack = make_attack(
+        method, eps=eps, steps=steps, step_size=step_size, random_start=random_start, target_class=targeted
+    )
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1; got {n}")
+    spec = data.get_spec(dataset)
+    images, labels = data.load(spec.name, "test", root=data_dir)
+    if n > len(images):
+        raise ConfigError(f"--n {n} is more than the {len(images)} test images of {spec.name}")
+    substitute_model, _ = models.load(substitute)
+    oracle, white_box = _make_oracle(target, output_mode, query_budget, api_key_env)
+    try:
+        result = evaluate_transfer(
+            substitute_model, oracle, images[:n], labels[:n], attack, white_box_target=white_box, seed=seed
+        )
+    finally:
+        oracle.close()
+
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "substitute": str(substitute),
+        "target": target,
+        "dataset": spec.name,
+        "output_mode": output_mode,
+        **result.to_dict(),
+    }
+    (out / "result.json").write_text(json.dumps(record, indent=2) + "\n")
+    assert result.examples is not None
+    title = f"{attack.name} eps={attack.eps:g}" + (
+        f" targeted={attack.target_class}" if attack.targeted else ""
+    )
+    plot_examples(result.examples, out / "examples.png", class_names=spec.classes, title=title)
+    for line in _summary(result.to_dict()):
+        typer.echo(line)
+    typer.echo(f"wrote {out / 'result.json'} and {out / 'examples.png'}")
+
+
+def _make_oracle(
+    target: str, output_mode: str, budget: int | None, api_key_env: str | None
+) -> tuple[Oracle, nn.Module | None]:
+    """(oracle, the target module or None): a local model file, or an HTTP API (needs the serve extra)."""
+    if target.startswith(("http://", "https://")):
+        try:
+            from activethief.oracle.http import HttpOracle
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"HTTP targets need the serve extra (missing module {exc.name}); "
+                "install it with: pip install 'activethief[serve]'"
+            ) from None
+        api_key = None
+        if api_key_env is not None:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set")
+        return HttpOracle(target, api_key=api_key, budget=budget, ledger=None), None
+
+    from activethief import models
+    from activethief.oracle import ModelOracle
+
+    if api_key_env is not None:
+        raise ConfigError("--api-key-env is only for HTTP targets (a URL), not for a model file")
+    module, metadata = models.load(target)
+    oracle = ModelOracle(module, num_classes=int(metadata["num_classes"]), mode=output_mode, budget=budget)
+    return oracle, module
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _summary(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{r['attack']['method']} eps={r['attack']['eps']:g} on {r['n']} images: "
+        f"target accuracy {_fmt(r['target_accuracy'])}, substitute {_fmt(r['substitute_accuracy'])}, "
+        f"agreement {_fmt(r['agreement'])}",
+        f"transfer success {_fmt(r['transfer_success_rate'])} (of {r['target_correct']} the target got right)"
+        f", white-box on substitute {_fmt(r['whitebox_success_rate'])}"
+        + (
+            f"; white-box on target {_fmt(r['target_whitebox_success_rate'])}"
+            if r["target_whitebox_success_rate"] is not None
+            else ""
+        ),
+    ]
+    if r["targeted_transfer_success_rate"] is not None:
+        lines.append(
+            f"targeted success: transfer {_fmt(r['targeted_transfer_success_rate'])}, "
+            f"white-box on substitute {_fmt(r['targeted_whitebox_success_rate'])}"
+        )
+    lines.append(
+        f"mean perturbation: L-inf {r['mean_linf']:.4f}, L2 {r['mean_l2']:.3f}; queries: "
+        f"{r['clean_queries']} clean + {r['adversarial_queries']} adversarial "
+        f"(oracle used {r['oracle_used']}"
+        + (f" of {r['oracle_budget']})" if r["oracle_budget"] is not None else ")")
+    )
+    return lines

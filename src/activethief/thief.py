@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ from activethief.oracle import Ledger, Oracle, answers_to_targets
 from activethief.selection import make_seeder, make_strategy, mean_entropy
 from activethief.stopping import parse_stop
 from activethief.training import FitConfig, fit, predict_proba
+
+# Per-round training, chosen by measurement (MNIST, entropy, 2,000 queries, seed 0): shifts of up to 2 px
+# and at least 500 steps took accuracy from 97.63% (plain, 30 epochs) to 98.51%; 1,500 steps added
+# nothing at 1,000 queries (96.76% vs 96.65%) for three times the training time.
+DEFAULT_FIT = FitConfig(epochs=30, patience=5, augment=2, min_steps=500)
 
 CHECKPOINT = "checkpoint.json"
 LEDGER = "ledger.sqlite"
@@ -44,7 +49,7 @@ class StealConfig:
     seed: int = 0
     warm_start: bool = True
     narrow_factor: float | None = None
-    fit: FitConfig = field(default_factory=FitConfig)
+    fit: FitConfig = DEFAULT_FIT
 
 
 @dataclass
@@ -189,7 +194,7 @@ def steal(
         seed=seed,
         warm_start=warm_start,
         narrow_factor=narrow_factor,
-        fit=fit_config or FitConfig(),
+        fit=fit_config or DEFAULT_FIT,
     )
     selector = (
         make_strategy(strategy)
@@ -291,14 +296,18 @@ def steal(
         rng = np.random.default_rng(_round_seed(seed, round_, 3))
         batch, batch_entropy = np.zeros(0, np.int64), None
         if k > 0:
-            probs = predict_proba(model, pool)
+            scored = round_ > 0 or seeder.needs_probs  # random/PCA seeds need no untrained predictions
+            if scored:
+                probs = predict_proba(model, pool)
+            else:
+                probs = np.full((len(pool), num_classes), 1.0 / num_classes, np.float32)
             if len(bought_this_round):  # resuming a round whose batch was already bought
                 batch = bought_this_round[:k]
             elif round_ == 0:
                 batch = seeder.select(pool, probs, k, rng)
             else:
                 batch = selector.select(probs, keys, candidates, k, rng)
-            batch_entropy = mean_entropy(probs[batch])
+            batch_entropy = mean_entropy(probs[batch]) if scored else None
         t2 = time.perf_counter()
         if len(batch):
             oracle.query(pool[batch], keys=batch, round=round_)

@@ -114,3 +114,8 @@ def test_warm_start(mnist_small: tuple[np.ndarray, ...]) -> None:
         init_state=base.state_dict(),
     )
     assert accuracy(warm, xt, yt) > 0.8
+
+
+def test_metadata_of_any_type_stays_loadable(tmp_path: Path) -> None:
+    models.save(models.build("mlp"), tmp_path / "m.pt", arch="mlp", num_classes=10, torch=torch.__version__)
+    assert models.load(tmp_path / "m.pt")[1]["torch"] == str(torch.__version__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def save(model: nn.Module, path: Path | str, *, arch: str, num_classes: int, **m
         "arch": arch,
         "num_classes": num_classes,
         "input_shape": [1, 28, 28],
-        "metadata": metadata,
+        # Plain JSON types only, so the file loads with torch.load(weights_only=True).
+        "metadata": json.loads(json.dumps(metadata, default=str)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     tmp = path.with_name(f".{path.name}.tmp")

@@ -31,9 +31,12 @@ class Seeder(ABC):
 
     Attributes:
         name: The public name, e.g. "kmeans:10".
+        needs_probs: Whether `choose` reads `probs`; when it does not, callers may skip scoring the
+            whole pool with the untrained substitute and pass uniform rows instead.
     """
 
     name: str
+    needs_probs: bool = True
 
     def select(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
         """Pick `k` pool indices to query first.
@@ -74,6 +77,7 @@ class RandomSeeder(Seeder):
     """`k` pool points drawn uniformly at random without replacement."""
 
     name = "random"
+    needs_probs = False
 
     def choose(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
         return rng.choice(probs.shape[0], size=k, replace=False).astype(np.int64)
@@ -140,6 +144,7 @@ class PCAKMeansSeeder(Seeder):
         self.clusters = _check_clusters(clusters)
         self.components = components
         self.name = f"pca-kmeans:{clusters}"
+        self.needs_probs = False
 
     def choose(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
         pixels = pool.reshape(pool.shape[0], -1).astype(np.float32, copy=False)

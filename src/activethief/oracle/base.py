@@ -120,8 +120,10 @@ class Oracle:
             self.ledger.begin(request_id, keys[fresh], round)
             try:
                 answers = self._ask(x[fresh], request_id)
-            except Exception:
-                if not getattr(self.backend, "replayable", False):
+            except Exception as exc:
+                # Keep the request pending (to replay under the same id) only when it may have been
+                # billed: a replayable backend that did not say the refusal cost nothing.
+                if not getattr(self.backend, "replayable", False) or getattr(exc, "nothing_billed", False):
                     self.ledger.abandon(request_id)
                 raise
             self.ledger.complete(request_id, keys[fresh], answers, round, str(self.mode))

@@ -1,0 +1,431 @@
+"""An oracle over a prediction API that speaks the Open Inference Protocol (KServe V2 / Triton REST),
+such as `activethief serve`: batched requests, retries with backoff, idempotent request ids.
+
+Nothing is paid twice: each request carries the ledger's request id as the protocol's `id`; the ledger
+records it before sending, so after a crash `Oracle.recover` replays it with the same id, and the server
+answers from its record without billing again. Retries after timeouts reuse the id the same way.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from activethief.errors import BudgetExceededError, OracleError
+from activethief.oracle.base import Oracle
+from activethief.oracle.ledger import Ledger
+from activethief.oracle.modes import OutputMode
+
+API_KEY_ENV = "ACTIVETHIEF_API_KEY"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+DEFAULT_REQUEST_SIZE = 1000
+
+
+class RemoteRefusalError(OracleError):
+    """The server refused a request (a 4xx other than 402 and 429); it billed nothing for it.
+
+    `nothing_billed` is True when no part of the oracle's request was billed (the refused part was the
+    first), so the request need not be replayed.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.nothing_billed = True
+
+
+class RemoteBudgetExceededError(BudgetExceededError):
+    """The server refused a request because the API key's budget would be exceeded (HTTP 402).
+
+    `nothing_billed` is True when no part of the oracle's request was billed (the refused part was the
+    first), so the request need not be replayed.
+    """
+
+    def __init__(self, used: int, asked: int, budget: int, detail: str) -> None:
+        OracleError.__init__(
+            self,
+            f"the server refused the query: budget exhausted for this API key ({detail}). Ask the service "
+            "operator for more budget, or set a client budget at most the key's budget.",
+        )
+        self.used, self.asked, self.budget = used, asked, budget
+        self.nothing_billed = True
+
+
+class HttpBackend:
+    """Answers from an Open Inference Protocol endpoint; see `HttpOracle` for the arguments."""
+
+    replayable = True  # the server treats request ids as idempotency keys
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        mode: str | OutputMode | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        batch_size: int | None = None,
+        binary: bool = True,
+        backoff: float = 0.5,
+        max_rate_wait: float = 3600.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_retries < 0 or timeout <= 0 or (batch_size is not None and batch_size < 1):
+            raise OracleError("need max_retries >= 0, timeout > 0 and batch_size >= 1 (or None)")
+        base, url_model, self.version = _split_url(url)
+        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = base
+        self.binary = binary
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_rate_wait = max_rate_wait
+        self._sleep = sleep
+        self._client = httpx.Client(base_url=base, headers=headers, timeout=timeout, transport=transport)
+        try:
+            self.model = model or url_model or self._only_model()
+            self.metadata: dict[str, Any] = self._get_json("GET", self._model_path())
+            if not isinstance(self.metadata, dict):
+                raise OracleError(
+                    f"{self.url}{self._model_path()} did not answer model metadata (a JSON object)"
+                )
+            params = self.metadata.get("parameters") or {}
+            self.num_classes = self._num_classes(params)
+            self.remote_mode: OutputMode | None = self._discover_mode(params, mode)
+        except BaseException:
+            self._client.close()
+            raise
+        server_max = params.get("max_batch_size")
+        limit = server_max if isinstance(server_max, int) and server_max > 0 else None
+        if batch_size is not None and limit is not None and batch_size > limit:
+            self._client.close()
+            raise OracleError(
+                f"batch_size {batch_size} exceeds the server's limit of {limit} images per request"
+            )
+        self.request_size = batch_size or limit or DEFAULT_REQUEST_SIZE
+
+    # --- the Backend protocol -------------------------------------------------------------------
+    def answer(self, images: np.ndarray, request_id: str) -> np.ndarray:
+        """Probabilities (the server's output mode applied) [n, C], sent in requests of `request_size`.
+
+        A request larger than `request_size` goes out in parts with ids `{request_id}.{part}`, the same on
+        every replay.
+        """
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        if len(x) <= self.request_size:
+            return self._infer(x, request_id)
+        parts = []
+        for part, start in enumerate(range(0, len(x), self.request_size)):
+            try:
+                parts.append(self._infer(x[start : start + self.request_size], f"{request_id}.{part}"))
+            except (RemoteRefusalError, RemoteBudgetExceededError) as exc:
+                exc.nothing_billed = part == 0
+                raise
+        return np.concatenate(parts)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- requests -------------------------------------------------------------------------------
+    def _model_path(self) -> str:
+        path = f"/v2/models/{self.model}"
+        return path if self.version is None else f"{path}/versions/{self.version}"
+
+    def _infer(self, x: np.ndarray, request_id: str) -> np.ndarray:
+        output = {"name": OUTPUT_NAME, "parameters": {"binary_data": self.binary}}
+        tensor: dict[str, Any] = {"name": INPUT_NAME, "datatype": "FP32", "shape": [len(x), 1, 28, 28]}
+        headers: dict[str, str] = {}
+        if self.binary:
+            raw = x.astype("<f4").tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            header = json.dumps({"id": request_id, "inputs": [tensor], "outputs": [output]}).encode()
+            content = header + raw
+            headers["Inference-Header-Content-Length"] = str(len(header))
+            headers["Content-Type"] = "application/octet-stream"
+        else:
+            tensor["data"] = x.reshape(-1).tolist()
+            content = json.dumps({"id": request_id, "inputs": [tensor], "outputs": [output]}).encode()
+            headers["Content-Type"] = "application/json"
+        response = self._request("POST", f"{self._model_path()}/infer", content=content, headers=headers)
+        return self._probabilities(response, len(x), request_id)
+
+    def _probabilities(self, response: httpx.Response, count: int, request_id: str) -> np.ndarray:
+        body = response.content
+        length_header = response.headers.get("inference-header-content-length")
+        try:
+            length = int(length_header) if length_header is not None else len(body)
+            doc = json.loads(body[:length])
+            if doc.get("id", request_id) != request_id:
+                raise OracleError(f"the server answered request {doc.get('id')!r} to request {request_id!r}")
+            offset = length
+            for tensor in doc["outputs"]:
+                size = (tensor.get("parameters") or {}).get("binary_data_size")
+                if tensor["name"] == OUTPUT_NAME:
+                    if tensor["datatype"] != "FP32":
+                        raise OracleError(
+                            f"output {OUTPUT_NAME!r} has datatype {tensor['datatype']}, expected FP32"
+                        )
+                    if size is None:
+                        values = np.asarray(tensor["data"], dtype=np.float32)
+                    else:
+                        values = np.frombuffer(body[offset : offset + int(size)], dtype="<f4")
+                    return values.reshape(count, self.num_classes).astype(np.float32)
+                offset += int(size or 0)
+        except OracleError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise OracleError(
+                f"{self.url} sent an infer response we cannot read ({type(exc).__name__}: {exc}); "
+                f"expected output {OUTPUT_NAME!r} with {count}x{self.num_classes} FP32 values"
+            ) from None
+        raise OracleError(f"{self.url} sent no {OUTPUT_NAME!r} output")
+
+    def _get_json(self, method: str, path: str) -> Any:
+        response = self._request(method, path)
+        try:
+            return response.json()
+        except ValueError:
+            raise OracleError(
+                f"{self.url}{path} did not answer JSON; is this an Open Inference Protocol server?"
+            ) from None
+
+    def _only_model(self) -> str:
+        index = self._get_json("POST", "/v2/repository/index")
+        names = [m.get("name") for m in index if isinstance(m, dict)] if isinstance(index, list) else []
+        if len(names) != 1 or not isinstance(names[0], str):
+            raise OracleError(
+                f"{self.url} serves models {names}; name one in the URL, e.g. {self.url}/v2/models/NAME"
+            )
+        return names[0]
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with retries: 429 waits for Retry-After; 5xx and connection errors back off exponentially."""
+        attempt, rate_waited = 0, 0.0
+        while True:
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:  # refused, reset, timed out: the same id is safe to resend
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if response.status_code == 429:
+                    wait = _retry_after(response.headers.get("retry-after"))
+                    if rate_waited + wait > self.max_rate_wait:
+                        raise OracleError(
+                            f"{self.url} kept rate-limiting us for {rate_waited:.0f} s; try again later"
+                        )
+                    self._sleep(wait)
+                    rate_waited += wait
+                    continue
+                if response.status_code < 500:
+                    return self._checked(response)
+                problem = f"HTTP {response.status_code}: {_message(response)}"
+            attempt += 1
+            if attempt > self.max_retries:
+                raise OracleError(
+                    f"{method} {self.url}{path} failed after {attempt} tries; last error: {problem}"
+                )
+            self._sleep(min(30.0, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+
+    def _checked(self, response: httpx.Response) -> httpx.Response:
+        code = response.status_code
+        if code < 400:
+            return response
+        message = _message(response)
+        if code == 401 or code == 403:
+            raise RemoteRefusalError(
+                code,
+                f"{self.url} refused the API key ({code}: {message}); pass api_key= or set ${API_KEY_ENV}",
+            )
+        if code == 402:
+            detail = _json_or_empty(response)
+            raise RemoteBudgetExceededError(
+                int(detail.get("used", 0)),
+                int(detail.get("requested", 0)),
+                int(detail.get("budget", 0)),
+                message,
+            )
+        if code == 413:
+            raise RemoteRefusalError(
+                code, f"{self.url} says the request is too large ({message}); use a smaller batch_size"
+            )
+        if code == 404:
+            raise RemoteRefusalError(
+                code, f"{self.url}: {message} (HTTP 404); check the model name in the URL"
+            )
+        raise RemoteRefusalError(code, f"{self.url} refused the request (HTTP {code}): {message}")
+
+    def _num_classes(self, params: dict[str, Any]) -> int:
+        classes = params.get("num_classes")
+        if not isinstance(classes, int):
+            outputs = [o for o in self.metadata.get("outputs") or [] if o.get("name") == OUTPUT_NAME]
+            shape = outputs[0].get("shape") if outputs else None
+            classes = shape[-1] if isinstance(shape, list) and shape else None
+        if not isinstance(classes, int) or classes < 2:
+            raise OracleError(
+                f"model {self.model!r} at {self.url} does not say its number of classes "
+                f"(output {OUTPUT_NAME!r} of shape [-1, C])"
+            )
+        return classes
+
+    def _discover_mode(self, params: dict[str, Any], wanted: str | OutputMode | None) -> OutputMode:
+        published = params.get("output_mode")
+        if not isinstance(published, str):
+            return OutputMode.parse(wanted or "probs")  # a server that does not say: trust the caller
+        mode = OutputMode.parse(published)
+        if wanted is not None and OutputMode.parse(wanted) != mode:
+            raise OracleError(
+                f"this API key gets answers in mode {mode}, not {OutputMode.parse(wanted)}; "
+                "drop the mode option (it is discovered) or use a key with that mode"
+            )
+        return mode
+
+
+class HttpOracle(Oracle):
+    """An oracle over an Open Inference Protocol API, e.g. `activethief serve`.
+
+    Args:
+        url: the model's URL, `http://host:port/v2/models/NAME`, or the server root (then `model=` or the
+            server's only model).
+        api_key: sent as `Authorization: Bearer KEY`; default `$ACTIVETHIEF_API_KEY`.
+        model: the model name when `url` is the server root.
+        mode: only for servers that do not publish the key's output mode (ours does; it must then agree).
+        budget: the most queries this client will pay for (None: the server's budget is the limit).
+        ledger: a path (SQLite file), a `Ledger`, or None for an in-memory ledger.
+        timeout: seconds per HTTP request.
+        max_retries: resends after 5xx answers or connection errors (429 waits do not count).
+        batch_size: images per HTTP request (default: the server's `max_batch_size`).
+        binary: send and receive tensors in Triton's binary format (exact and fast) instead of JSON.
+        backoff: seconds before the first resend; doubled each time (with jitter), at most 30 s.
+        transport: an httpx transport, for tests.
+        sleep: how to wait (for tests).
+
+    Example:
+        >>> oracle = HttpOracle("http://127.0.0.1:8080/v2/models/mnist", api_key="...", ledger="l.sqlite")
+        >>> answers = oracle.query(pool[:100], keys=np.arange(100))
+    """
+
+    backend: HttpBackend
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        mode: str | OutputMode | None = None,
+        budget: int | None = None,
+        ledger: Ledger | Path | str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        batch_size: int | None = None,
+        binary: bool = True,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        backend = HttpBackend(
+            url,
+            api_key=api_key,
+            model=model,
+            mode=mode,
+            timeout=timeout,
+            max_retries=max_retries,
+            batch_size=batch_size,
+            binary=binary,
+            backoff=backoff,
+            transport=transport,
+            sleep=sleep,
+        )
+        try:
+            super().__init__(backend, mode=backend.remote_mode or "probs", budget=budget, ledger=ledger)
+            self._bound: Ledger | None = None
+            self._bind_request_size()
+        except Exception:
+            backend.close()
+            raise
+
+    def query(self, images: np.ndarray, *, keys: np.ndarray | None = None, round: int = 0) -> np.ndarray:
+        self._bind_request_size()
+        return super().query(images, keys=keys, round=round)
+
+    def recover(self, pool: np.ndarray) -> int:
+        self._bind_request_size()
+        return super().recover(pool)
+
+    def _bind_request_size(self) -> None:
+        """Replays must split requests as the first attempt did, or their part ids would differ.
+
+        Checked against whichever ledger the oracle holds now (`steal` may swap in the run's ledger).
+        """
+        if self._bound is self.ledger:
+            return
+        size = self.backend.request_size
+        old = self.ledger.get_meta("http_request_size")
+        if old is not None and int(old) != size:
+            smallest = min(int(old), size)
+            if any(len(indices) > smallest for _, indices, _ in self.ledger.pending()):
+                raise OracleError(
+                    f"ledger {self.ledger.path} has unfinished requests sent in parts of {old} images; "
+                    f"resume with batch_size={old} so they replay without being billed twice"
+                )
+        self.ledger.set_meta("http_request_size", str(size))
+        self._bound = self.ledger
+
+    def close(self) -> None:
+        self.backend.close()
+        super().close()
+
+
+def _split_url(url: str) -> tuple[str, str | None, str | None]:
+    """(server root, model name or None, version or None) from a server or model URL."""
+    if not url.startswith(("http://", "https://")):
+        raise OracleError(f"target URL {url!r} must start with http:// or https://")
+    root, sep, rest = url.rstrip("/").partition("/v2/models/")
+    if not sep:
+        return url.rstrip("/").removesuffix("/v2"), None, None
+    parts = rest.split("/")
+    if len(parts) == 1 and parts[0]:
+        return root, parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return root, parts[0], parts[2]
+    raise OracleError(f"cannot read a model from URL {url!r}; use http://HOST:PORT/v2/models/NAME")
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date); 1 s when absent or unreadable."""
+    if value is None:
+        return 1.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        doc = response.json()
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _message(response: httpx.Response) -> str:
+    error = _json_or_empty(response).get("error")
+    return str(error) if error else (response.text[:200] or response.reason_phrase)

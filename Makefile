@@ -13,7 +13,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,serve]'
+	$(BIN)/pip install --quiet -e '.[test,serve,ray]'
 	touch $@
 
 data: venv

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,12 @@ def target_path(dataset: str, folder: Path) -> Path:
     return path
 
 
-def run(dataset: str, strategy: str, seed: int, budget: int, targets: Path) -> dict[str, Any]:
+def run(dataset: str, strategy: str, seed: int, budget: int, targets: Path, runs: Path) -> dict[str, Any]:
+    """One steal; its substitute and history are kept in runs/<dataset>-<strategy>-<budget>-s<seed>."""
     pool, _ = data.load(dataset, "train")
     test = data.load(dataset, "test")
+    out = runs / f"{dataset}-{strategy}-{budget}-s{seed}"
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt; its row was never written
     started = time.perf_counter()
     result = steal(
         ModelOracle(target_path(dataset, targets)),
@@ -46,6 +50,7 @@ def run(dataset: str, strategy: str, seed: int, budget: int, targets: Path) -> d
         seed=seed,
         test=test,
         quiet=True,
+        out=out,
     )
     return {
         "dataset": dataset,
@@ -100,6 +105,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget", type=int, default=10_000)
     parser.add_argument("--targets", type=Path, default=Path("runs/targets"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench"), help="Where substitutes are kept.")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/query_efficiency.jsonl"))
     parser.add_argument("--report-only", action="store_true", help="Print the table from saved rows.")
     args = parser.parse_args()
@@ -115,7 +121,7 @@ def main() -> None:
                     key = (dataset, strategy, seed, args.budget)
                     if any((r["dataset"], r["strategy"], r["seed"], r["budget"]) == key for r in rows):
                         continue
-                    row = run(dataset, strategy, seed, args.budget, args.targets)
+                    row = run(dataset, strategy, seed, args.budget, args.targets, args.runs)
                     rows.append(row)
                     with args.results.open("a") as handle:
                         handle.write(json.dumps(row) + "\n")

@@ -158,7 +158,9 @@ def load(name: str, split: str = "train", *, root: Path | str | None = None) -> 
     manifest = json.loads((folder / MANIFEST).read_text())
     images = _checked_array(folder, f"{split}-images", manifest, spec.name)
     labels = _checked_array(folder, f"{split}-labels", manifest, spec.name)
-    x = images.astype(np.float32)[:, None, :, :]
+    # reshape, not [:, None]: a zero-stride channel axis sends torch down another convolution path,
+    # which changes results in the last bits between a loaded array and a copy of it.
+    x = images.astype(np.float32).reshape(-1, 1, *images.shape[1:])
     x /= 255.0
     return x, labels.astype(np.int64)
 

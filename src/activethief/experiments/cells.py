@@ -1,0 +1,195 @@
+"""Cells: the independent units of work of an experiment grid, and how one is run.
+
+A steal cell is one call of `steal` on a dataset with one setting and one repeat. Its seed derives from
+(base seed, dataset, strategy, seeding, seed size, batch size, repeat) and deliberately not from the
+budget, so a cell with a smaller budget is an exact prefix of one with a larger budget: experiments that
+need the same trajectory to different lengths share one run (see `Task.share_key` and `Task.size`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from activethief.experiments.grid import GridParams
+from activethief.experiments.inputs import Inputs, InputSpec, load_inputs, torch_threads
+from activethief.thief import steal
+
+# Cost model of `Task.work`, in "sample fits" (one image through one round's training): predicting the
+# whole pool once costs about PREDICT_COST of that per image, k-means seeding about KMEANS_COST.
+PREDICT_COST = 0.03
+KMEANS_COST = 0.25
+
+
+def derive_seed(base_seed: int, *parts: object) -> int:
+    """A stable 32-bit seed from a base seed and a tuple of parts (sha256, then numpy's SeedSequence)."""
+    digest = hashlib.sha256(json.dumps([base_seed, *parts]).encode()).digest()
+    return int(np.random.SeedSequence(int.from_bytes(digest[:16], "little")).generate_state(1)[0])
+
+
+class Task(Protocol):
+    """A unit of work of the grid. Steal cells are one kind; other experiments may add their own.
+
+    A finished task covers every task with the same `share_key` and a `size` no larger than its own,
+    so the planner runs each share key once, at the largest size any experiment asks for.
+    """
+
+    @property
+    def dataset(self) -> str: ...
+
+    @property
+    def cell_id(self) -> str: ...
+
+    @property
+    def share_key(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that identify the task, stored in each of its rows."""
+        ...
+
+    def work(self, pool_size: int) -> float:
+        """Estimated cost in sample fits (for the progress bar's ETA and the plan's time estimate)."""
+        ...
+
+    def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
+        """Compute the task's rows (one per round for a steal cell)."""
+        ...
+
+
+@dataclass(frozen=True, order=True)
+class StealCell:
+    """One `steal` run: dataset x setting x repeat, up to `budget` queries (stop = budget)."""
+
+    dataset: str
+    strategy: str
+    seeding: str
+    seed_size: int
+    batch_size: int
+    budget: int
+    repeat: int
+
+    @property
+    def share_key(self) -> str:
+        """Everything but the budget: cells with the same key are prefixes of one another."""
+        return (
+            f"{self.dataset}|{self.strategy}|{self.seeding}|s{self.seed_size}|b{self.batch_size}"
+            f"|r{self.repeat}"
+        )
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.share_key}|n{self.budget}"
+
+    @property
+    def size(self) -> int:
+        return self.budget
+
+    def seed(self, base_seed: int) -> int:
+        """The run seed: the same for every budget, so shorter runs are prefixes of longer ones."""
+        return derive_seed(
+            base_seed, self.dataset, self.strategy, self.seeding, self.seed_size, self.batch_size, self.repeat
+        )
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "steal", "cell_id": self.cell_id, "share_key": self.share_key, **asdict(self)}
+
+    def train_sizes(self) -> list[int]:
+        """How many answers each round after the seed round trains on."""
+        sizes, size = [], min(self.seed_size, self.budget)
+        while True:
+            sizes.append(size)
+            if size >= self.budget:
+                return sizes
+            size = min(size + self.batch_size, self.budget)
+
+    def work(self, pool_size: int) -> float:
+        sizes = self.train_sizes()
+        cost = sum(sizes) + len(sizes) * pool_size * PREDICT_COST
+        if "kmeans" in self.seeding:
+            cost += pool_size * KMEANS_COST
+        return float(cost)
+
+    def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
+        """Steal with this cell's settings; with `work_dir`, checkpoint there and resume what is there."""
+        result = steal(
+            inputs.oracle(),
+            inputs.pool,
+            budget=self.budget,
+            batch_size=self.batch_size,
+            strategy=self.strategy,
+            seeding=self.seeding,
+            seed_size=self.seed_size,
+            stop="budget",
+            substitute=params.substitute,
+            seed=self.seed(params.base_seed),
+            test=(inputs.test_x, inputs.test_y),
+            out=work_dir,
+            resume=work_dir is not None,
+            quiet=True,
+            fit_config=params.fit,
+            target_test_labels=inputs.target_labels,
+        )
+        rows = [asdict(record) for record in result.history]
+        for row in rows:
+            row["stopped_by"] = result.stopped_by
+            row["seed"] = self.seed(params.base_seed)
+        return rows
+
+
+@dataclass(frozen=True)
+class Job:
+    """A task with everything a worker needs to run it."""
+
+    task: Task
+    spec: InputSpec
+    params: GridParams
+    threads: int
+    work_dir: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What running a job gave: its rows, or the error that stopped it."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    threads: int = 1
+    pid: int = 0
+
+
+def execute(job: Job, inputs: Inputs) -> Outcome:
+    """Run one job with its thread count; an exception becomes `Outcome.error`, so other cells go on.
+
+    The work folder (a checkpoint for resuming an interrupted cell) is removed by the driver once the
+    cell's rows are saved.
+    """
+    started = time.perf_counter()
+    work_dir = Path(job.work_dir) if job.work_dir is not None else None
+    try:
+        with torch_threads(job.threads):
+            rows = job.task.run(inputs, job.params, work_dir)
+    except Exception:
+        return Outcome(
+            seconds=time.perf_counter() - started,
+            error=traceback.format_exc(limit=8),
+            threads=job.threads,
+            pid=os.getpid(),
+        )
+    return Outcome(rows=rows, seconds=time.perf_counter() - started, threads=job.threads, pid=os.getpid())
+
+
+def execute_here(job: Job) -> Outcome:
+    """Load the job's inputs in this process (cached) and run it: the entry point of pool workers."""
+    return execute(job, load_inputs(job.spec, job.threads))

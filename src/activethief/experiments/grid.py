@@ -1,0 +1,135 @@
+"""Grid parameters: every number that shapes the study's grid, with the study's defaults and a quick grid."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from activethief.errors import ConfigError
+from activethief.selection import STRATEGIES, make_seeder
+from activethief.training import FitConfig
+
+STUDY_SEEDINGS: tuple[str, ...] = ("random", "kmeans:10", "kmeans:20", "kmeans:50", "pca-kmeans:10")
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """What the experiments sweep. Defaults follow the study: 60k pool, 10k test set, batches of 1,000.
+
+    Attributes:
+        repeats: independent repeats of every cell (different derived seeds).
+        pool_size: the first `pool_size` training images form the pool (None: the whole training set).
+        test_size: the first `test_size` test images measure the substitute (None: the whole test set).
+        batch_size: queries per round after the seed round.
+        seed_size: the random seed of the strategies and stopping experiments.
+        seed_sizes: seed sizes of the seeding and seed-size experiments.
+        seedings: seeding methods of the seeding experiment.
+        strategies: selection strategies of the strategies experiment.
+        strategies_budget: queries per strategies run.
+        checkpoints: query counts the Markdown tables show for the strategies experiment.
+        seed_size_budget: queries per seed-size run.
+        alphas: entropy-change thresholds of the stopping experiment (nats).
+        stopping_budget: queries of the stopping trajectory (None: the whole pool).
+        substitute: substitute architecture.
+        fit: training settings of every round.
+        base_seed: every cell's seed derives from it.
+        canonical_strategy: the strategy of cells whose strategy never acts (seed-only and full-data
+            cells); `entropy`, so seed-only random cells are prefixes of the entropy trajectories.
+    """
+
+    repeats: int = 5
+    pool_size: int | None = None
+    test_size: int | None = None
+    batch_size: int = 1000
+    seed_size: int = 1000
+    seed_sizes: tuple[int, ...] = (1000, 2000, 3000, 4000, 5000)
+    seedings: tuple[str, ...] = STUDY_SEEDINGS
+    strategies: tuple[str, ...] = STRATEGIES
+    strategies_budget: int = 20_000
+    checkpoints: tuple[int, ...] = (5000, 10_000, 15_000, 20_000)
+    seed_size_budget: int = 10_000
+    alphas: tuple[float, ...] = (0.005, 0.01, 0.05, 0.1)
+    stopping_budget: int | None = None
+    substitute: str = "cnn2"
+    fit: FitConfig = field(default_factory=FitConfig)
+    base_seed: int = 0
+    canonical_strategy: str = "entropy"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        values: dict[str, Any] = json_ready(asdict(self))
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GridParams:
+        """The inverse of `to_dict`; unknown keys are an error (they would silently change nothing)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown grid parameters {unknown}; known: {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key == "fit":
+                kwargs[key] = FitConfig(**value)
+            elif isinstance(value, list):
+                kwargs[key] = tuple(value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def with_repeats(self, repeats: int | None) -> GridParams:
+        """The same grid with another number of repeats (None keeps it)."""
+        return self if repeats is None else replace(self, repeats=repeats)
+
+    def validate(self, pool_size: int) -> None:
+        """Raise ConfigError when a value cannot work on a pool of `pool_size` images."""
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
+        if self.batch_size < 1 or self.seed_size < 1 or any(n < 1 for n in self.seed_sizes):
+            raise ConfigError("batch and seed sizes must be >= 1")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or self.canonical_strategy not in STRATEGIES:
+            raise ConfigError(
+                f"unknown strategies {unknown or [self.canonical_strategy]}; known: {STRATEGIES}"
+            )
+        for seeding in self.seedings:
+            make_seeder(seeding)  # raises ConfigError with the accepted forms
+        if any(a < 0 for a in self.alphas):
+            raise ConfigError(f"alphas must be >= 0 (nats), got {self.alphas}")
+        largest = max((*self.seed_sizes, self.seed_size, self.strategies_budget, self.seed_size_budget))
+        if largest > pool_size:
+            raise ConfigError(
+                f"the grid needs {largest} queries but the pool holds {pool_size} images; "
+                "raise pool_size or lower the budgets"
+            )
+        if self.stopping_budget is not None and not 1 <= self.stopping_budget <= pool_size:
+            raise ConfigError(f"stopping_budget must lie in [1, {pool_size}], got {self.stopping_budget}")
+        if any(c > self.strategies_budget for c in self.checkpoints):
+            raise ConfigError(
+                f"checkpoints {self.checkpoints} exceed strategies_budget {self.strategies_budget}"
+            )
+
+
+# A reduced grid that runs in minutes on 2 cores (both datasets): a 1,000-image pool, batches of 100,
+# 2 repeats, lighter training. Its numbers check the machinery, not the science.
+QUICK = GridParams(
+    repeats=2,
+    pool_size=1000,
+    test_size=1000,
+    batch_size=100,
+    seed_size=100,
+    seed_sizes=(100, 200, 300),
+    strategies_budget=500,
+    checkpoints=(200, 300, 400, 500),
+    seed_size_budget=400,
+    fit=FitConfig(epochs=5, patience=2),
+)
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples to lists, recursively, so a value survives a JSON round trip unchanged."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value

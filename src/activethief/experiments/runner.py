@@ -1,0 +1,339 @@
+"""Run experiments: plan the cells, skip finished ones, run the rest on an executor, append every result."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from activethief import __version__, data
+from activethief.errors import ConfigError
+from activethief.experiments.cells import Job, Outcome, StealCell, Task
+from activethief.experiments.executors import Executor, SerialExecutor
+from activethief.experiments.grid import GridParams
+from activethief.experiments.inputs import InputSpec, ensure_target, load_inputs, settings_for
+from activethief.experiments.registry import Experiment, Scope, plan_tasks, resolve_experiments
+from activethief.experiments.store import (
+    CELLS,
+    Results,
+    append_rows,
+    complete_cells,
+    read_config,
+    read_rows,
+    write_config,
+)
+
+DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist")
+
+# The time model: a 10k-query entropy steal on MNIST (random seed of 1k, batches of 1k, 60k pool) takes
+# about REFERENCE_SECONDS with 2 threads; other cells scale with `Task.work`.
+REFERENCE_SECONDS = 240.0
+REFERENCE_CELL = StealCell("mnist", "entropy", "random", 1000, 1000, 10_000, 0)
+REFERENCE_POOL = 60_000
+
+
+def seconds_per_work(reference_seconds: float = REFERENCE_SECONDS) -> float:
+    """Seconds per unit of `Task.work`, calibrated on the reference cell."""
+    return reference_seconds / REFERENCE_CELL.work(REFERENCE_POOL)
+
+
+def resolve_datasets(names: str | Sequence[str]) -> list[str]:
+    """`all`, one name, a comma-separated list or a sequence; each must be a known dataset."""
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    if "all" in wanted:
+        return list(DATASETS)
+    for name in wanted:
+        data.get_spec(name)  # DataError naming the known datasets
+    if not wanted:
+        raise ConfigError(f"name a dataset: all, {', '.join(DATASETS)}")
+    return list(dict.fromkeys(wanted))
+
+
+@dataclass
+class Plan:
+    """The cells a set of experiments needs on some datasets, with their cost."""
+
+    tasks: list[Task]
+    pool_sizes: dict[str, int]
+
+    def queries(self, tasks: Sequence[Task] | None = None) -> int:
+        """Queries the tasks buy (a steal cell buys its budget)."""
+        return sum(t.size for t in (self.tasks if tasks is None else tasks))
+
+    def work(self, tasks: Sequence[Task] | None = None) -> float:
+        return sum(t.work(self.pool_sizes[t.dataset]) for t in (self.tasks if tasks is None else tasks))
+
+    def seconds(
+        self, tasks: Sequence[Task] | None = None, reference_seconds: float = REFERENCE_SECONDS
+    ) -> float:
+        """Estimated serial seconds (one worker) at the reference speed."""
+        return self.work(tasks) * seconds_per_work(reference_seconds)
+
+    def by_dataset(self) -> dict[str, list[Task]]:
+        groups: dict[str, list[Task]] = {}
+        for task in self.tasks:
+            groups.setdefault(task.dataset, []).append(task)
+        return groups
+
+
+def plan_grid(
+    experiments: Sequence[Experiment], datasets: Sequence[str], params: GridParams, pool_sizes: dict[str, int]
+) -> Plan:
+    """Validate the parameters against each pool and list the (shared) cells."""
+    scopes = []
+    for dataset in datasets:
+        params.validate(pool_sizes[dataset])
+        scopes.append(Scope(dataset, params, pool_sizes[dataset]))
+    return Plan(plan_tasks(experiments, scopes), dict(pool_sizes))
+
+
+def pool_size_of(dataset: str, params: GridParams, data_dir: Path | str | None = None) -> int:
+    """The pool size a grid uses on a dataset (its training set, or the configured slice of it)."""
+    full = len(data.load(dataset, "train", root=data_dir)[1])
+    return full if params.pool_size is None else min(params.pool_size, full)
+
+
+@dataclass
+class GridReport:
+    """What `run_experiments` did."""
+
+    experiments: list[str]
+    datasets: list[str]
+    planned: int
+    skipped: int
+    ran: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    queries: int = 0
+    queries_to_run: int = 0
+    estimated_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _work_dir(out: Path, settings_id: str, cell_id: str) -> str:
+    return str(out / "work" / settings_id / re.sub(r"[^A-Za-z0-9+._=-]+", "_", cell_id))
+
+
+def run_experiments(
+    names: str | Sequence[str],
+    datasets: str | Sequence[str] = "all",
+    *,
+    out: Path | str,
+    params: GridParams | None = None,
+    target_dir: Path | str = "runs/targets",
+    data_dir: Path | str | None = None,
+    executor: Executor | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    on_cell: Callable[[Task, list[dict[str, Any]]], None] | None = None,
+) -> GridReport:
+    """Run the named experiments' cells that `out` does not hold yet, appending each as it finishes.
+
+    Args:
+        names: experiment names, `all`, or a comma-separated list.
+        datasets: dataset names, `all` (mnist and fashion-mnist), or a comma-separated list.
+        out: results folder (`cells.jsonl`, `config.json`, `work/` checkpoints of unfinished cells).
+        params: the grid (`GridParams()` follows the study; `QUICK` is a reduced grid).
+        target_dir: targets live at `<target_dir>/<dataset>-cnn2.pt`; missing ones are trained first.
+        data_dir: dataset cache.
+        executor: serial (default), `LocalPoolExecutor` or `RayExecutor`.
+        progress: show a progress bar over cells, with an ETA weighted by each cell's estimated cost.
+        log: where to write one-line messages.
+        on_cell: called in the driver after each finished cell is saved, with its rows.
+    """
+    experiments = resolve_experiments(names)
+    dataset_names = resolve_datasets(datasets)
+    params = params or GridParams()
+    executor = executor or SerialExecutor()
+    out = Path(out)
+    say = log or (lambda message: None)
+
+    specs: dict[str, InputSpec] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    targets: dict[str, dict[str, Any]] = {}
+    pool_sizes: dict[str, int] = {}
+    for dataset in dataset_names:
+        path = ensure_target(dataset, target_dir, data_dir=data_dir, log=say)
+        spec = InputSpec(
+            dataset,
+            str(path.resolve()),
+            params.pool_size,
+            params.test_size,
+            None if data_dir is None else str(data_dir),
+        )
+        inputs = load_inputs(spec, executor.threads)
+        specs[dataset], pool_sizes[dataset] = spec, len(inputs.pool)
+        settings[dataset] = settings_for(inputs, params)
+        targets[dataset] = {
+            "path": str(path),
+            "sha256": inputs.target_sha256,
+            "test_accuracy": inputs.target_accuracy,
+            "test_size": len(inputs.test_y),
+            "trained_test_accuracy": inputs.target_metadata.get("test_accuracy"),
+        }
+    plan = plan_grid(experiments, dataset_names, params, pool_sizes)
+    done = Results(complete_cells(read_rows(out / CELLS)), settings)
+    todo = [t for t in plan.tasks if not done.covers(settings[t.dataset]["settings_id"], t.share_key, t.size)]
+    todo.sort(key=lambda t: -t.work(pool_sizes[t.dataset]))  # longest first: the pool ends evenly
+
+    report = GridReport(
+        experiments=[e.name for e in experiments],
+        datasets=dataset_names,
+        planned=len(plan.tasks),
+        skipped=len(plan.tasks) - len(todo),
+        queries=plan.queries(),
+        queries_to_run=plan.queries(todo),
+        estimated_seconds=plan.seconds(todo),
+    )
+    config = _update_config(out, params, settings, targets, report.experiments, say)
+    invocation: dict[str, Any] = {
+        "started": _now(),
+        "experiments": report.experiments,
+        "datasets": dataset_names,
+        "executor": executor.name,
+        "workers": executor.workers,
+        "threads": executor.threads,
+        "cells_planned": report.planned,
+        "cells_to_run": len(todo),
+        "queries_to_run": report.queries_to_run,
+        "estimated_serial_seconds": round(report.estimated_seconds),
+    }
+    config.setdefault("invocations", []).append(invocation)
+    write_config(out, config)
+    say(
+        f"{report.planned} cells planned, {report.skipped} already done, {len(todo)} to run "
+        f"({report.queries_to_run:,} queries, about {report.estimated_seconds / 3600:.1f} h on one worker"
+        + (
+            f", {report.estimated_seconds / 3600 / executor.workers:.1f} h on {executor.workers})"
+            if executor.workers > 1
+            else ")"
+        )
+    )
+
+    bar = _Progress(progress, plan.work(todo), len(todo))
+
+    def on_done(job: Job, outcome: Outcome) -> None:
+        task = job.task
+        rows: list[dict[str, Any]] = []
+        if outcome.error is not None:
+            report.failed.append((task.cell_id, outcome.error))
+            say(f"cell {task.cell_id} failed: {outcome.error.strip().splitlines()[-1]}")
+        else:
+            attempt, finished = uuid.uuid4().hex, _now()
+            rows = [
+                {
+                    **settings[task.dataset],
+                    **task.identity(),
+                    "size": task.size,
+                    **row,
+                    "n_rows": len(outcome.rows),
+                    "cell_seconds": round(outcome.seconds, 3),
+                    "attempt": attempt,
+                    "threads": outcome.threads,
+                    "executor": executor.name,
+                    "version": __version__,
+                    "finished_at": finished,
+                }
+                for row in outcome.rows
+            ]
+            append_rows(out / CELLS, rows)
+            report.ran += 1
+            if job.work_dir is not None:  # the cell is saved: its checkpoint is no longer needed
+                shutil.rmtree(job.work_dir, ignore_errors=True)
+        bar.advance(task.work(pool_sizes[task.dataset]))
+        if on_cell is not None and rows:
+            on_cell(task, rows)
+
+    jobs = [
+        Job(
+            t,
+            specs[t.dataset],
+            params,
+            executor.threads,
+            _work_dir(out, settings[t.dataset]["settings_id"], t.cell_id),
+        )
+        for t in todo
+    ]
+    started = time.perf_counter()
+    try:
+        executor.run(jobs, on_done)
+    except BaseException:
+        report.interrupted = True
+        raise
+    finally:
+        bar.close()
+        report.wall_seconds = time.perf_counter() - started
+        invocation.update(
+            finished=_now(),
+            wall_seconds=round(report.wall_seconds, 1),
+            cells_run=report.ran,
+            cells_failed=len(report.failed),
+            interrupted=report.interrupted,
+        )
+        write_config(out, config)
+    return report
+
+
+def _update_config(
+    out: Path,
+    params: GridParams,
+    settings: dict[str, dict[str, Any]],
+    targets: dict[str, dict[str, Any]],
+    experiments: list[str],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The folder's config with this invocation's grid, settings and targets merged in."""
+    config = read_config(out) or {}
+    grid = params.to_dict()
+    if config.get("grid") not in (None, grid):
+        say(f"the grid differs from the one recorded in {out}; the report will use this one")
+    for dataset, new in settings.items():
+        old = config.get("settings", {}).get(dataset)
+        if old is not None and old["settings_id"] != new["settings_id"]:
+            changed = ", ".join(k for k in new if k != "settings_id" and old.get(k) != new[k])
+            say(
+                f"{dataset}: settings changed ({changed}); rows computed with the old settings stay in "
+                f"{CELLS} but are not mixed with the new ones"
+            )
+    config.update(version=__version__, grid=grid, results=CELLS)
+    config.setdefault("settings", {}).update(settings)
+    config.setdefault("targets", {}).update(targets)
+    config["experiments"] = list(dict.fromkeys([*config.get("experiments", []), *experiments]))
+    return config
+
+
+class _Progress:
+    """A tqdm bar over cells whose ETA weighs each cell by its estimated cost (cells differ 100-fold)."""
+
+    def __init__(self, enabled: bool, total_work: float, cells: int) -> None:
+        self.cells, self.done = cells, 0
+        self.bar: Any = None
+        if enabled and cells:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total_work,
+                desc=f"cells 0/{cells}",
+                dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+            )
+
+    def advance(self, work: float) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_description(f"cells {self.done}/{self.cells}", refresh=False)
+            self.bar.update(work)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,82 @@
+"""`report` turns the tiny grid into every table and figure; the CLI commands parse, plan and fail cleanly."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import typer
+from experiment_helpers import GridRun
+from typer.testing import CliRunner
+
+from activethief.experiments import command, write_report
+
+FIGURES = [
+    "fig2_seeding.png",
+    "fig3_uncertainty.png",
+    "fig4_entropy_uniform_kcenter.png",
+    "fig5_combinations.png",
+    "fig6_seed_size.png",
+    "fig7_stopping.png",
+]
+TABLES = ["seeding.csv", "strategies.csv", "seed-size.csv", "stopping.csv", "full-data.csv", "time.csv"]
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    command.register(app)
+    return app
+
+
+def test_report_writes_every_table_and_figure(serial_run: GridRun, tmp_path: Path) -> None:
+    files = write_report(serial_run.out, tmp_path)
+    assert sorted(p.name for p in files.figures) == sorted(FIGURES) and not files.missing
+    assert sorted(p.name for p in files.csvs) == sorted(TABLES)
+    for name in FIGURES:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    strategies = list(csv.DictReader((tmp_path / "strategies.csv").open()))
+    assert {(r["strategy"], r["queries"]) for r in strategies} == {
+        (s, str(q)) for s in ("random", "entropy") for q in (100, 200, 300)
+    }
+    assert all(r["n"] == "2" and 0 <= float(r["accuracy_pct_mean"]) <= 100 for r in strategies)
+    stopping = list(csv.DictReader((tmp_path / "stopping.csv").open()))
+    assert [r["alpha"] for r in stopping] == ["0.01", "0.5"]
+    assert all(float(r["queries_at_stop_mean"]) <= 600 for r in stopping)
+    full = {r["model"]: r for r in csv.DictReader((tmp_path / "full-data.csv").open())}
+    assert set(full) == {"substitute", "target"} and full["substitute"]["queries"] == "600"
+    readme = files.markdown.read_text()
+    for heading in (
+        "## seeding",
+        "## strategies",
+        "## seed-size",
+        "## stopping",
+        "## full-data",
+        "## Time",
+        "## Reading",
+    ):
+        assert heading in readme
+    assert all(f"]({name})" in readme for name in FIGURES)
+
+
+def test_report_command(serial_run: GridRun, tmp_path: Path) -> None:
+    result = CliRunner().invoke(_app(), ["report", str(serial_run.out), "--out", str(tmp_path / "docs")])
+    assert result.exit_code == 0, result.output
+    assert "6 tables and 6 figures" in result.output and (tmp_path / "docs" / "README.md").is_file()
+
+
+def test_experiment_command_plans_and_explains_mistakes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(_app(), ["experiment", "all", "--dataset", "mnist", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "mnist: 170 steal runs, 1,900,000 queries" in result.output
+    result = runner.invoke(_app(), ["experiment", "strategys", "--dry-run"])
+    assert result.exit_code == 1
+    assert "unknown experiment 'strategys'; known: all, seeding, strategies" in result.output
+    result = runner.invoke(_app(), ["experiment", "all", "--dataset", "cifar", "--dry-run"])
+    assert result.exit_code == 1 and "unknown dataset 'cifar'" in result.output
+    result = runner.invoke(
+        _app(), ["experiment", "all", "--workers", "2", "--ray-address", "auto", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "--workers applies to the local process pool" in result.output
+    result = runner.invoke(_app(), ["report", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "holds no config.json" in result.output

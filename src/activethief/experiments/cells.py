@@ -13,6 +13,7 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ import numpy as np
 
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import Inputs, InputSpec, load_inputs, torch_threads
-from activethief.thief import steal
+from activethief.thief import RoundRecord, StealResult, steal
 
 # Cost model of `Task.work`, in "sample fits" (one image through one round's training): predicting the
 # whole pool once costs about PREDICT_COST of that per image, k-means seeding about KMEANS_COST.
@@ -122,7 +123,23 @@ class StealCell:
 
     def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
         """Steal with this cell's settings; with `work_dir`, checkpoint there and resume what is there."""
-        result = steal(
+        result = self.run_steal(inputs, params, work_dir)
+        rows = [asdict(record) for record in result.history]
+        for row in rows:
+            row["stopped_by"] = result.stopped_by
+            row["seed"] = self.seed(params.base_seed)
+        return rows
+
+    def run_steal(
+        self,
+        inputs: Inputs,
+        params: GridParams,
+        work_dir: Path | None,
+        *,
+        on_round: Callable[[RoundRecord], None] | None = None,
+    ) -> StealResult:
+        """The `steal` call behind `run` (other cells reuse the trajectory; `on_round` is steal's hook)."""
+        return steal(
             inputs.oracle(),
             inputs.pool,
             budget=self.budget,
@@ -139,12 +156,8 @@ class StealCell:
             quiet=True,
             fit_config=params.fit,
             target_test_labels=inputs.target_labels,
+            on_round=on_round,
         )
-        rows = [asdict(record) for record in result.history]
-        for row in rows:
-            row["stopped_by"] = result.stopped_by
-            row["seed"] = self.seed(params.base_seed)
-        return rows
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from activethief.cli import friendly
 from activethief.errors import ConfigError
+
+if TYPE_CHECKING:
+    from activethief.experiments.cells import Task
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +26,8 @@ def experiment_command(
     name: Annotated[
         str,
         typer.Argument(
-            help="all, or experiments (comma-separated): seeding, strategies, seed-size, stopping, full-data."
+            help="all (the study's five), or experiments (comma-separated): seeding, strategies, seed-size, "
+            "stopping, full-data, and transfer (adversarial transfer vs budget; not part of all)."
         ),
     ],
     dataset: Annotated[
@@ -64,11 +69,11 @@ def experiment_command(
         )
         for ds, tasks in plan.by_dataset().items():
             typer.echo(
-                f"{ds}: {len(tasks)} steal runs, {plan.queries(tasks):,} queries, "
+                f"{ds}: {_runs(tasks)}, {plan.queries(tasks):,} queries, "
                 f"about {plan.seconds(tasks) / 3600:.1f} h on one 2-thread worker"
             )
         typer.echo(
-            f"total: {len(plan.tasks)} steal runs, {plan.queries():,} queries, "
+            f"total: {_runs(plan.tasks)}, {plan.queries():,} queries, "
             f"about {plan.seconds() / 3600:.1f} h on one worker"
         )
         return
@@ -93,6 +98,12 @@ def experiment_command(
         for cell_id, error in report.failed:
             typer.echo(f"failed: {cell_id}: {error.strip().splitlines()[-1]}", err=True)
         raise ConfigError(f"{len(report.failed)} cells failed; rerun the same command to retry them")
+
+
+def _runs(tasks: Sequence[Task]) -> str:
+    """How many steal runs, and how many cells that steal nothing (e.g. attacks on the target itself)."""
+    other = sum(1 for t in tasks if t.size == 0)
+    return f"{len(tasks) - other} steal runs" + (f" and {other} other cells" if other else "")
 
 
 @friendly

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,34 +40,93 @@ def draw_figure(
     datasets: Sequence[str],
     path: Path,
 ) -> bool:
-    """Draw `spec`, one panel per dataset, into `path`; False (and no file) when there is nothing to draw."""
+    """Draw `spec` into `path`: one panel per dataset (and per value of `spec.columns` and `spec.rows`);
+    False (and no file) when there is nothing to draw."""
     keep = set(spec.only) if spec.only and spec.series else None
-    per_dataset = {
-        d: [r for r in summary if r["dataset"] == d and (keep is None or r[spec.series] in keep)]
-        for d in datasets
-    }
-    shown = [d for d in datasets if per_dataset[d]]
+    chosen = [
+        r
+        for r in summary
+        if (keep is None or r[spec.series] in keep) and all(_equal(r.get(k), v) for k, v in spec.where)
+    ]
+    columns = [(d, c) for d in datasets for c in _values(chosen, spec.columns)]
+    grid = [
+        [[r for r in chosen if _in_panel(r, spec, d, c, v)] for d, c in columns]
+        for v in _values(chosen, spec.rows)
+    ]
+    shown = [i for i in range(len(columns)) if any(line[i] for line in grid)]
     if not shown:
         return False
-    figure = Figure(figsize=(max(7.5, 6.4 * len(shown)), 5.0), layout="constrained")
-    axes = figure.subplots(1, len(shown), squeeze=False)[0]
-    for ax, dataset in zip(axes, shown, strict=True):
-        rows = per_dataset[dataset]
-        if spec.kind == "bars":
-            _bars(ax, spec, rows)
-        elif spec.kind == "lines":
-            _lines(ax, spec, rows)
-        else:
-            _stopping(ax, spec, rows, [p for p in points if p["dataset"] == dataset])
-        ax.set_title(dataset)
-        ax.set_xlabel(spec.xlabel or spec.x)
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    legend = LEGENDS[spec.kind]
+    width = 6.4 if len(shown) <= 2 else 4.8
+    height = 5.0 if len(grid) == 1 else 3.6 * len(grid) + 1.0
+    figure = Figure(figsize=(max(7.5, width * len(shown)), height), layout="constrained")
+    axes = figure.subplots(len(grid), len(shown), squeeze=False)
+    for line, row_value, panel_axes in zip(grid, _values(chosen, spec.rows), axes, strict=True):
+        for ax, i in zip(panel_axes, shown, strict=True):
+            rows = line[i]
+            dataset, column_value = columns[i]
+            if spec.reference:  # first, so the series' legend lists it
+                _reference(ax, spec, rows)
+            if spec.kind == "bars":
+                _bars(ax, spec, rows)
+            elif spec.kind == "lines":
+                _lines(ax, spec, rows)
+            else:
+                mine = [p for p in points if _in_panel(p, spec, dataset, column_value, row_value)]
+                _stopping(ax, spec, rows, mine)
+            ax.set_title(" · ".join([dataset, *_panel_labels(spec, column_value, row_value)]))
+            ax.set_xlabel(spec.xlabel or spec.x)
+            ax.set_ylabel(spec.ylabel)
+            if spec.ylim is not None:
+                ax.set_ylim(*spec.ylim)
+            ax.grid(alpha=0.3)
+    legend = spec.legend or LEGENDS[spec.kind]
     figure.suptitle(f"{spec.title}\n{legend}", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     return True
+
+
+def _values(rows: Sequence[dict[str, Any]], column: str) -> list[Any]:
+    """The values of `column`, sorted (numbers by value), or [""] when no column is named."""
+    if not column:
+        return [""]
+    return sorted(dict.fromkeys(row[column] for row in rows), key=_sort_key)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, float(value)) if isinstance(value, int | float) else (1, str(value))
+
+
+def _equal(value: Any, wanted: Any) -> bool:
+    if isinstance(value, int | float) and isinstance(wanted, int | float):
+        return math.isclose(float(value), float(wanted), rel_tol=1e-9, abs_tol=1e-12)
+    return bool(value == wanted)
+
+
+def _in_panel(row: dict[str, Any], spec: FigureSpec, dataset: str, column: Any, line: Any) -> bool:
+    return (
+        row["dataset"] == dataset
+        and (not spec.columns or row[spec.columns] == column)
+        and (not spec.rows or row[spec.rows] == line)
+    )
+
+
+def _panel_labels(spec: FigureSpec, column: Any, line: Any) -> list[str]:
+    names = [(spec.columns, column), (spec.rows, line)]
+    return [f"ε = {value:g}" if name == "eps" else str(value) for name, value in names if name]
+
+
+def _reference(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:
+    """A horizontal line at the panel's mean of `spec.reference` (one value per panel, e.g. a bound)."""
+    values = [float(v) for r in rows if (v := r.get(f"{spec.reference}_mean")) is not None]
+    if values:
+        ax.axhline(
+            sum(values) / len(values),
+            color="black",
+            linestyle=":",
+            linewidth=1.4,
+            label=spec.reference_label or spec.reference,
+        )
 
 
 def _bars(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:

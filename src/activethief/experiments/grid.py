@@ -35,6 +35,14 @@ class GridParams:
         base_seed: every cell's seed derives from it.
         canonical_strategy: the strategy of cells whose strategy never acts (seed-only and full-data
             cells); `entropy`, so seed-only random cells are prefixes of the entropy trajectories.
+        transfer_strategies: strategies of the transfer experiment (random seed of `seed_size`,
+            batches of `batch_size`: the strategies experiment's trajectories).
+        transfer_budgets: query counts at which the transfer experiment attacks with the substitute;
+            each must be a round of the trajectory (`seed_size` + k * `batch_size`).
+        transfer_methods: attacks of the transfer experiment (names of `activethief.attacks.ATTACKS`).
+        transfer_epsilons: L∞ radii of the transfer experiment, in pixels of [0, 1].
+        transfer_images: the attacks run on the first `transfer_images` test images.
+        transfer_repeats: repeats of the transfer experiment (None: `repeats`).
     """
 
     repeats: int = 5
@@ -54,6 +62,12 @@ class GridParams:
     fit: FitConfig = field(default_factory=FitConfig)
     base_seed: int = 0
     canonical_strategy: str = "entropy"
+    transfer_strategies: tuple[str, ...] = ("random", "entropy", "kcenter", "entropy+kcenter")
+    transfer_budgets: tuple[int, ...] = (1000, 2000, 5000, 10_000, 20_000)
+    transfer_methods: tuple[str, ...] = ("fgsm", "pgd")
+    transfer_epsilons: tuple[float, ...] = (0.1, 0.2, 0.3)
+    transfer_images: int = 1000
+    transfer_repeats: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -123,6 +137,8 @@ QUICK = GridParams(
     checkpoints=(200, 300, 400, 500),
     seed_size_budget=400,
     fit=FitConfig(epochs=5, patience=2),
+    transfer_budgets=(100, 200, 500),
+    transfer_images=200,
 )
 
 

@@ -20,7 +20,7 @@ from activethief.experiments.grid import GridParams
 from activethief.experiments.store import Results
 
 # Feature modules that register more experiments (e.g. transfer attacks); missing ones are skipped.
-EXTRA_MODULES: tuple[str, ...] = ()
+EXTRA_MODULES: tuple[str, ...] = ("activethief.experiments.transfer",)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,11 @@ class Scope:
 @dataclass(frozen=True)
 class FigureSpec:
     """A figure of the report: `kind` bars (x groups, one bar per series), lines (y over x per series,
-    with a std band) or stopping (a scatter of queries at stop vs accuracy per alpha)."""
+    with a std band) or stopping (a scatter of queries at stop vs accuracy per alpha).
+
+    Panels: one per dataset, times one per value of `columns` (side by side) and of `rows` (stacked)
+    when those name a column of the summary.
+    """
 
     file: str
     title: str
@@ -45,6 +49,14 @@ class FigureSpec:
     only: tuple[str, ...] = ()  # series values to draw, in this order (all when empty)
     y: str = "accuracy_pct"
     xlabel: str = ""
+    ylabel: str = "test accuracy (%)"
+    columns: str = ""  # a column whose values split each dataset's panel, side by side
+    rows: str = ""  # a column whose values give rows of panels
+    where: tuple[tuple[str, Any], ...] = ()  # only summary rows with these values
+    reference: str = ""  # a metric drawn as a horizontal line per panel (e.g. an upper bound)
+    reference_label: str = ""
+    legend: str = ""  # the key under the title (default: the kind's)
+    ylim: tuple[float, float] | None = None  # the y range of every panel (default: matplotlib's)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,8 @@ class Experiment:
         study: the study's numbers for a summary row (columns starting with `study_`), or None.
         figures: figures of the report.
         in_table: which summary rows the Markdown report shows (all when None; the CSV has all).
+        notes: Markdown under the section's title, from the whole summary and the grid (or None).
+        in_all: whether `all` includes it; extensions beyond the study's grid opt out and run by name.
     """
 
     name: str
@@ -70,6 +84,8 @@ class Experiment:
     study: Callable[[Scope, dict[str, Any]], dict[str, float]] | None = None
     figures: tuple[FigureSpec, ...] = ()
     in_table: Callable[[dict[str, Any], GridParams], bool] | None = None
+    notes: Callable[[Sequence[dict[str, Any]], GridParams], str] | None = None
+    in_all: bool = True
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
@@ -98,19 +114,23 @@ def load_builtin_experiments() -> dict[str, Experiment]:
 
 
 def resolve_experiments(names: str | Sequence[str]) -> list[Experiment]:
-    """Experiments by name: `all`, one name, a comma-separated list or a sequence of names."""
+    """Experiments by name: `all` (the study's: every experiment with `in_all`), one name, a
+    comma-separated list or a sequence of names (`all,transfer` adds an extension to the study's)."""
     registry = load_builtin_experiments()
     wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     if not wanted:
         raise ConfigError(f"name an experiment: all, {', '.join(registry)}")
-    if "all" in wanted:
-        return list(registry.values())
-    unknown = [n for n in wanted if n not in registry]
+    unknown = [n for n in wanted if n != "all" and n not in registry]
     if unknown:
         raise ConfigError(
             f"unknown experiment {', '.join(map(repr, unknown))}; known: all, {', '.join(registry)}"
         )
-    return [registry[n] for n in dict.fromkeys(wanted)]
+    chosen = [
+        name
+        for name, experiment in registry.items()
+        if name in wanted or ("all" in wanted and experiment.in_all)
+    ]
+    return [registry[n] for n in (chosen if "all" in wanted else dict.fromkeys(wanted))]
 
 
 def plan_tasks(experiments: Sequence[Experiment], scopes: Sequence[Scope]) -> list[Task]:

@@ -18,7 +18,7 @@ from activethief.experiments.runner import DATASETS
 from activethief.experiments.store import Results, read_config
 
 NOT_METRICS = frozenset({"dataset", "repeat"})
-TIME_KEYS = ("dataset", "strategy", "seeding", "seed_size", "budget")
+TIME_KEYS = ("kind", "dataset", "strategy", "seeding", "seed_size", "budget")
 
 
 def summarise(points: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -119,10 +119,12 @@ def write_report(results_dir: Path | str, out_dir: Path | str) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(markdown=out_dir / "README.md")
     sections: list[str] = []
+    ran = set(config.get("experiments", []))
     for experiment in load_builtin_experiments().values():
         points = [{"dataset": s.dataset, **p} for s in scopes for p in experiment.points(results, s)]
         if not points:
-            files.missing.append(experiment.name)
+            if experiment.in_all or experiment.name in ran:  # an extension never asked for is not missing
+                files.missing.append(experiment.name)
             continue
         summary = summarise(points, experiment.keys)
         if experiment.study is not None:
@@ -138,7 +140,8 @@ def write_report(results_dir: Path | str, out_dir: Path | str) -> ReportFiles:
                 files.figures.append(out_dir / spec.file)
                 drawn.append(spec.file)
         shown = [r for r in summary if experiment.in_table is None or experiment.in_table(r, params)]
-        sections.append(_section(experiment, shown, drawn))
+        notes = "" if experiment.notes is None else experiment.notes(summary, params)
+        sections.append(_section(experiment, shown, drawn, notes))
     timing = time_summary(results)
     if timing:
         files.csvs.append(out_dir / "time.csv")
@@ -167,7 +170,9 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _section(experiment: Experiment, summary: list[dict[str, Any]], figures: list[str]) -> str:
+def _section(
+    experiment: Experiment, summary: list[dict[str, Any]], figures: list[str], notes: str = ""
+) -> str:
     metrics = metric_names(summary)
     header = ["dataset", *experiment.keys, "n"]
     for metric in metrics:
@@ -196,7 +201,8 @@ def _section(experiment: Experiment, summary: list[dict[str, Any]], figures: lis
                 cells.append("-" if low is None else f"{_fmt(low, metric)} to {_fmt(high, metric)}")
         body.append(cells)
     images = "".join(f"![{name}]({name})\n\n" for name in figures)
-    return f"## {experiment.name}\n\n{experiment.title}.\n\n{images}{_table(header, body)}\n"
+    notes = f"{notes.strip()}\n\n" if notes.strip() else ""
+    return f"## {experiment.name}\n\n{experiment.title}.\n\n{notes}{images}{_table(header, body)}\n"
 
 
 def _page(

@@ -27,6 +27,7 @@ TIMING_FIELDS: frozenset[str] = frozenset(
         "seconds_train",
         "seconds_select",
         "seconds_query",
+        "seconds_attack",
         "cell_seconds",
         "finished_at",
         "attempt",

@@ -7,24 +7,30 @@ from collections.abc import Callable
 from torch import nn
 
 
+def _two_conv(channels: tuple[int, int], hidden: int, num_classes: int) -> nn.Sequential:
+    """Two 5x5 conv + 2x2 max-pool blocks, then one hidden dense layer: the study's 2-layer CNN shape."""
+    first, second = channels
+    return nn.Sequential(
+        nn.Conv2d(1, first, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(first, second, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(second * 7 * 7, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
 def cnn2(num_classes: int = 10) -> nn.Module:
     """The study's 2-layer CNN: two 5x5 conv + max-pool blocks, then two fully connected layers.
 
     16 and 32 channels keep training above 5,000 images/s on 2 CPU cores (benchmarks/training_speed.py),
     which matters because the active-learning loop retrains it every round.
     """
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 128),
-        nn.ReLU(),
-        nn.Linear(128, num_classes),
-    )
+    return _two_conv((16, 32), 128, num_classes)
 
 
 def lenet(num_classes: int = 10) -> nn.Module:
@@ -59,18 +65,7 @@ def mlp(num_classes: int = 10) -> nn.Module:
 
 def cnn2_wide(num_classes: int = 10) -> nn.Module:
     """cnn2 with 32 and 64 channels and a 256-unit hidden layer: a stronger target, ~3x slower to train."""
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 256),
-        nn.ReLU(),
-        nn.Linear(256, num_classes),
-    )
+    return _two_conv((32, 64), 256, num_classes)
 
 
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {

@@ -96,6 +96,36 @@ def table(rows: list[dict[str, Any]], budgets: list[int]) -> str:
     return "\n".join(lines)
 
 
+def beats_random(rows: list[dict[str, Any]], budgets: range) -> str:
+    """Per dataset and strategy: the budgets at which its mean accuracy is not above random sampling's."""
+
+    def mean_at(dataset: str, strategy: str, budget: int) -> float | None:
+        values = [
+            x["accuracy"]
+            for r in rows
+            if (r["dataset"], r["strategy"]) == (dataset, strategy)
+            for x in r["rounds"]
+            if x["queries"] == budget
+        ]
+        return float(np.mean(values)) if values else None
+
+    lines = []
+    for dataset, strategy in sorted({(r["dataset"], r["strategy"]) for r in rows}):
+        if strategy == "random":
+            continue
+        pairs = [(b, mean_at(dataset, strategy, b), mean_at(dataset, "random", b)) for b in budgets]
+        measured = [(b, s, r) for b, s, r in pairs if s is not None and r is not None]
+        losing = [f"{b // 1000}k" for b, s, r in measured if s <= r]
+        verdict = (
+            "beats random at every budget" if not losing else f"does not beat random at {', '.join(losing)}"
+        )
+        lines.append(
+            f"{dataset} {strategy}: {verdict} measured from {budgets.start // 1000}k to "
+            f"{budgets.stop // 1000 - 1}k ({len(measured)} budgets)"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,7 +162,9 @@ def main() -> None:
                         flush=True,
                     )
     budgets = [b for b in (1000, 2000, 3000, 5000, 7000, 10_000) if b <= args.budget]
-    print(table([r for r in rows if r["budget"] == args.budget], budgets))
+    current = [r for r in rows if r["budget"] == args.budget]
+    print(table(current, budgets))
+    print(beats_random(current, range(2000, args.budget + 1000, 1000)))
 
 
 if __name__ == "__main__":

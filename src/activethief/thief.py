@@ -217,9 +217,7 @@ def steal(
                 "pass resume=True (--resume) to continue it, or choose a new output folder"
             )
         if len(oracle.ledger) == 0 and oracle.ledger.path == ":memory:":
-            oracle.ledger = Ledger(out_dir / LEDGER)
-            oracle.ledger.bind("mode", str(oracle.mode), "output mode")
-            oracle.ledger.bind("num_classes", str(oracle.num_classes), "number of classes")
+            oracle.use_ledger(Ledger(out_dir / LEDGER))
         if resume and (out_dir / CHECKPOINT).exists():
             state = json.loads((out_dir / CHECKPOINT).read_text())
             if state["config"] != json.loads(json.dumps(_config_dict(config))):

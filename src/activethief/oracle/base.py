@@ -66,8 +66,17 @@ class Oracle:
         self.mode = backend.remote_mode or OutputMode.parse(mode)
         self.budget = budget
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger or ":memory:")
-        self.ledger.bind("mode", str(self.mode), "output mode")
-        self.ledger.bind("num_classes", str(self.num_classes), "number of classes")
+        self._bind(self.ledger)
+
+    def _bind(self, ledger: Ledger) -> None:
+        ledger.bind("mode", str(self.mode), "output mode")
+        ledger.bind("num_classes", str(self.num_classes), "number of classes")
+
+    def use_ledger(self, ledger: Ledger) -> None:
+        """Record answers in `ledger` from now on (checked against mode and classes); close the old one."""
+        self._bind(ledger)
+        self.ledger.close()
+        self.ledger = ledger
 
     @property
     def num_classes(self) -> int:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -34,11 +36,27 @@ class FitConfig:
     min_steps: int = (
         0  # at least this many optimiser steps, however small the set (short sets need more epochs)
     )
+    max_steps: int = 0  # stop after this many optimiser steps, whatever the epoch (0 = no cap)
+    # Steps of each warm-started round of `steal` (every round after the first trains exactly this many,
+    # from the previous round's weights); 0 trains every round like the first. Later rounds only add a
+    # batch to a model that already fits the rest, so they need far fewer steps than a cold start.
+    warm_steps: int = 0
     augment: int = 0  # random translations of up to this many pixels (0 = off)
     bf16: bool = False  # bfloat16 autocast on CPU
     # RMSProp's first steps are ~10x the learning rate (its running average starts at zero), which wrecks
     # a warm start; ramping the rate up linearly over the first steps avoids that.
     warmup_steps: int = 30
+
+    def __post_init__(self) -> None:
+        counts = ("epochs", "batch_size", "patience", "min_steps", "max_steps", "warm_steps", "augment")
+        negative = [name for name in counts if getattr(self, name) < 0]
+        if negative or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.val_fraction < 1:
+            raise ConfigError(
+                f"bad training settings {negative or ''}: counts must be >= 0, batch_size >= 1, lr > 0 "
+                f"and 0 <= val_fraction < 1 (got {self})"
+            )
+        if 0 < self.max_steps < self.min_steps:
+            raise ConfigError(f"max_steps ({self.max_steps}) is below min_steps ({self.min_steps})")
 
 
 @dataclass
@@ -125,6 +143,9 @@ def fit(
     cfg = config or FitConfig()
     if init_state is not None:
         model.load_state_dict(init_state)
+    # oneDNN's convolutions run 1.3-1.7x faster with channels-last weights on the 2-core CPU (cnn2: 8,500
+    # vs 5,000-6,600 images/s); the model keeps that layout, which also speeds up its eager predictions.
+    model.to(memory_format=torch.channels_last)
     num_classes = _num_classes(model)
     xs = _as_tensor(x)
     soft = to_soft_targets(targets, num_classes)
@@ -172,7 +193,9 @@ def fit(
             warmup.step()
             total += loss.item() * len(idx)
             steps += 1
-        result.train_loss.append(total / len(x_tr))
+            if steps == cfg.max_steps:
+                break
+        result.train_loss.append(total / min(len(x_tr), start + len(idx)))
         val_loss = None
         if x_val is not None and y_val is not None:
             probs = F.softmax(predict_logits(model, x_val, bf16=cfg.bf16), dim=1)
@@ -187,7 +210,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, result.train_loss[-1], val_loss)
         result.epochs = epoch
-        if x_val is not None and stale >= cfg.patience and steps >= cfg.min_steps:
+        if steps == cfg.max_steps or (x_val is not None and stale >= cfg.patience and steps >= cfg.min_steps):
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -199,25 +222,50 @@ def fit(
     return result
 
 
+# Inputs at least this large are predicted by a traced graph that oneDNN has optimised for inference
+# (conv + ReLU fused, weights prepacked): 4x faster than eager on the 2-core CPU (42k vs 9-11k images/s for
+# cnn2), outputs within 1e-5 of eager. Tracing costs ~0.2 s, so smaller inputs stay eager.
+FAST_PREDICT_MIN = 8192
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False
+    model: nn.Module, x: ArrayLike, *, batch_size: int = 512, bf16: bool = False
 ) -> torch.Tensor:
     """Logits [n, C] (float32 tensor), computed in batches so memory stays bounded."""
     was_training = model.training
     model.eval()
     xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    forward: Forward = model
+    if len(xs) >= FAST_PREDICT_MIN and not bf16:
+        forward = _inference_graph(model, xs[:batch_size].float()) or model
     chunks = [torch.zeros((0, _num_classes(model)))]
     for start in range(0, len(xs), batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            chunks.append(model(xs[start : start + batch_size].float()).float())
+            chunks.append(forward(xs[start : start + batch_size].float()).float())
     model.train(was_training)
     return torch.cat(chunks)
 
 
-def predict_proba(
-    model: nn.Module, x: ArrayLike, *, batch_size: int = 1024, bf16: bool = False
-) -> np.ndarray:
+def _inference_graph(model: nn.Module, example: torch.Tensor) -> Forward | None:
+    """The model traced and frozen for inference, or None when it cannot be traced (eager is used then).
+
+    `torch.jit` is deprecated in favour of `torch.compile`, which here compiles for ~20 s per process and
+    shape and then runs slower (27k images/s); with torch pinned, the traced graph is the faster choice.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = torch.jit.optimize_for_inference(
+                torch.jit.trace(model, example, check_trace=False)  # type: ignore[no-untyped-call]
+            )
+    except Exception:  # any model the tracer cannot handle is simply run eagerly
+        return None
+    return cast(Forward, graph)
+
+
+def predict_proba(model: nn.Module, x: ArrayLike, *, batch_size: int = 512, bf16: bool = False) -> np.ndarray:
     """Softmax probabilities [n, C] as a float32 numpy array, streamed in batches."""
     return F.softmax(predict_logits(model, x, batch_size=batch_size, bf16=bf16), dim=1).numpy()
 

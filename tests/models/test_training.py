@@ -119,3 +119,22 @@ def test_warm_start(mnist_small: tuple[np.ndarray, ...]) -> None:
 def test_metadata_of_any_type_stays_loadable(tmp_path: Path) -> None:
     models.save(models.build("mlp"), tmp_path / "m.pt", arch="mlp", num_classes=10, torch=torch.__version__)
     assert models.load(tmp_path / "m.pt")[1]["torch"] == str(torch.__version__)
+
+
+def test_max_steps_caps_training_mid_epoch(mnist_small: tuple[np.ndarray, ...]) -> None:
+    x, y = mnist_small[0][:1000], mnist_small[1][:1000]
+    capped = fit(models.build("mlp", seed=0), x, y, config=FitConfig(epochs=5, max_steps=10), seed=0)
+    assert capped.steps == 10 and capped.epochs == 2  # 8 steps per epoch of 900 images at 128
+    exact = fit(
+        models.build("mlp", seed=0), x[:200], y[:200], config=FitConfig(min_steps=25, max_steps=25), seed=0
+    )
+    assert exact.steps == 25  # min_steps == max_steps trains exactly that many steps
+
+
+def test_bad_training_settings_are_named() -> None:
+    with pytest.raises(ConfigError, match="max_steps"):
+        FitConfig(min_steps=100, max_steps=50)
+    with pytest.raises(ConfigError, match="warm_steps"):
+        FitConfig(warm_steps=-1)
+    with pytest.raises(ConfigError, match="batch_size"):
+        FitConfig(batch_size=0)

@@ -12,7 +12,7 @@ import torch
 from activethief import CallableOracle, models, steal
 from activethief.errors import ActiveThiefError, ConfigError
 from activethief.oracle import ModelOracle
-from activethief.training import FitConfig, fit, predict_proba
+from activethief.training import FitConfig, FitResult, fit, predict_proba
 
 FAST = FitConfig(epochs=3, patience=2, min_steps=60)
 
@@ -202,3 +202,53 @@ def test_hard_label_oracle_and_seeding(
     )
     assert result.queries_used == 400
     assert result.history[-1].accuracy is not None and result.history[-1].accuracy > 0.5
+
+
+def test_warm_steps_train_later_rounds_exactly_that_long(
+    target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x = mnist_small[0][:800]
+    config = FitConfig(epochs=3, patience=2, min_steps=60, warm_steps=7)
+    steps: list[int] = []
+
+    def counting_fit(*args: object, **kwargs: object) -> FitResult:
+        result = fit(*args, **kwargs)  # type: ignore[arg-type]
+        steps.append(result.steps)
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("activethief.thief.fit", counting_fit)
+        steal(
+            CallableOracle(CountingFn(target), 10),
+            x,
+            budget=300,
+            batch_size=100,
+            quiet=True,
+            fit_config=config,
+        )
+    assert steps[0] >= 60 and steps[1:] == [7, 7]  # the first round trains cold, later ones warm
+
+
+def test_random_strategy_never_scores_the_pool(
+    target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x = mnist_small[0][:800]
+    sizes: list[int] = []
+
+    def spying_predict(model: torch.nn.Module, images: np.ndarray, **kwargs: object) -> np.ndarray:
+        sizes.append(len(images))
+        return predict_proba(model, images, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("activethief.thief.predict_proba", spying_predict)
+        result = steal(
+            CallableOracle(CountingFn(target), 10),
+            x,
+            budget=300,
+            batch_size=100,
+            strategy="random",
+            quiet=True,
+            fit_config=FAST,
+        )
+    assert sizes == [100, 100]  # only each selected batch, for its entropy (the stopping rule's signal)
+    assert all(r.batch_entropy is not None for r in result.history[1:-1])

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,11 +249,15 @@ def steal(
     ) -> tuple[nn.Module, int]:
         model = models.build(substitute, num_classes, seed=_round_seed(seed, round_, 1))
         init_state = init.state_dict() if (init is not None and warm_start) else None
+        fit_config = config.fit
+        if init_state is not None and round_ > 1 and fit_config.warm_steps:
+            steps = fit_config.warm_steps
+            fit_config = replace(fit_config, min_steps=steps, max_steps=steps)
         result = fit(
             model,
             pool[keys],
             answers_to_targets(answers),
-            config=config.fit,
+            config=fit_config,
             seed=_round_seed(seed, round_, 2),
             init_state=init_state,
         )
@@ -295,9 +299,10 @@ def steal(
         rng = np.random.default_rng(_round_seed(seed, round_, 3))
         batch, batch_entropy = np.zeros(0, np.int64), None
         if k > 0:
-            scored = round_ > 0 or seeder.needs_probs  # random/PCA seeds need no untrained predictions
+            # Scoring the pool is a third of a round; random seeds and the random strategy never read it.
+            scored = seeder.needs_probs if round_ == 0 else selector.needs_probs
             if scored:
-                probs = predict_proba(model, pool)
+                probs = predict_proba(model, pool, bf16=config.fit.bf16)
             else:
                 probs = np.full((len(pool), num_classes), 1.0 / num_classes, np.float32)
             if len(bought_this_round):  # resuming a round whose batch was already bought
@@ -306,7 +311,10 @@ def steal(
                 batch = seeder.select(pool, probs, k, rng)
             else:
                 batch = selector.select(probs, keys, candidates, k, rng)
-            batch_entropy = mean_entropy(probs[batch]) if scored else None
+            if round_ > 0:  # the stopping rule's signal; an untrained model's entropy means nothing
+                bf16 = config.fit.bf16
+                batch_probs = probs[batch] if scored else predict_proba(model, pool[batch], bf16=bf16)
+                batch_entropy = mean_entropy(batch_probs)
         t2 = time.perf_counter()
         if len(batch):
             oracle.query(pool[batch], keys=batch, round=round_)

@@ -100,9 +100,12 @@ class Strategy(ABC):
 
     Attributes:
         name: The public name (`make_strategy(name)` builds it).
+        needs_probs: Whether `choose` reads `probs`; when it does not, callers may skip scoring the pool
+            and pass any valid array.
     """
 
     name: str
+    needs_probs: bool = True
 
     def select(
         self,

@@ -71,6 +71,7 @@ class Composed(Strategy):
         self.stages = tuple(stages)
         self.final = final
         self.name = "+".join([stage.strategy.name for stage in self.stages] + [final.name])
+        self.needs_probs = final.needs_probs or any(stage.strategy.needs_probs for stage in self.stages)
 
     def choose(
         self,

@@ -41,6 +41,7 @@ class RandomChoice(Strategy):
     """`k` candidates drawn uniformly at random without replacement (the passive-learning baseline)."""
 
     name = "random"
+    needs_probs = False
 
     def choose(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import typer
@@ -56,6 +57,15 @@ def test_report_writes_every_table_and_figure(serial_run: GridRun, tmp_path: Pat
     ):
         assert heading in readme
     assert all(f"]({name})" in readme for name in FIGURES)
+
+
+def test_report_includes_the_written_reading(serial_run: GridRun, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(serial_run.out, results)
+    assert "_No reading yet" in write_report(results, tmp_path / "a").markdown.read_text()
+    (results / "reading.md").write_text("Entropy beats random on this tiny grid.\n")
+    readme = write_report(results, tmp_path / "b").markdown.read_text()
+    assert "## Reading\n\nEntropy beats random on this tiny grid.\n" in readme
 
 
 def test_report_command(serial_run: GridRun, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import traceback
@@ -23,11 +24,26 @@ import numpy as np
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import Inputs, InputSpec, load_inputs, torch_threads
 from activethief.thief import RoundRecord, StealResult, steal
+from activethief.training import FitConfig
 
-# Cost model of `Task.work`, in "sample fits" (one image through one round's training): predicting the
-# whole pool once costs about PREDICT_COST of that per image, k-means seeding about KMEANS_COST.
-PREDICT_COST = 0.03
+# Cost model of `Task.work`, in sample steps: one image through one training step (forward and backward),
+# about 1/SAMPLE_STEPS_PER_SECOND s with 2 threads (measured with `fit`: 5,000-6,400 images/s for cnn2).
+# Predicting one image costs PREDICT_COST of that (the traced inference graph, ~40k images/s), k-means
+# seeding KMEANS_COST per pool image; early stopping usually ends a cold round after TYPICAL_EPOCHS.
+SAMPLE_STEPS_PER_SECOND = 5000.0
+PREDICT_COST = 0.125
 KMEANS_COST = 0.25
+DEFAULT_TEST_SIZE = 10_000  # when the grid uses the whole test set
+TYPICAL_EPOCHS = 8
+
+
+def training_steps(fit: FitConfig, size: int, warm: bool) -> int:
+    """The optimiser steps one round on `size` answers is expected to take (exact for warm rounds)."""
+    if warm and fit.warm_steps:
+        return fit.warm_steps
+    per_epoch = math.ceil(max(1, round(size * (1 - fit.val_fraction))) / fit.batch_size)
+    steps = max(fit.min_steps, min(fit.epochs, TYPICAL_EPOCHS) * per_epoch)
+    return min(steps, fit.max_steps) if fit.max_steps else steps
 
 
 def derive_seed(base_seed: int, *parts: object) -> int:
@@ -59,8 +75,8 @@ class Task(Protocol):
         """The fields that identify the task, stored in each of its rows."""
         ...
 
-    def work(self, pool_size: int) -> float:
-        """Estimated cost in sample fits (for the progress bar's ETA and the plan's time estimate)."""
+    def work(self, pool_size: int, params: GridParams) -> float:
+        """Estimated cost in sample steps (for the progress bar's ETA and the plan's time estimate)."""
         ...
 
     def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
@@ -114,9 +130,12 @@ class StealCell:
                 return sizes
             size = min(size + self.batch_size, self.budget)
 
-    def work(self, pool_size: int) -> float:
+    def work(self, pool_size: int, params: GridParams) -> float:
         sizes = self.train_sizes()
-        cost = sum(sizes) + len(sizes) * pool_size * PREDICT_COST
+        fit = params.fit
+        train = sum(training_steps(fit, n, warm=i > 0) * fit.batch_size for i, n in enumerate(sizes))
+        predicted = len(sizes) * (pool_size + (params.test_size or DEFAULT_TEST_SIZE))
+        cost = train + predicted * PREDICT_COST
         if "kmeans" in self.seeding:
             cost += pool_size * KMEANS_COST
         return float(cost)

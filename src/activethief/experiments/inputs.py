@@ -128,7 +128,7 @@ def load_inputs(spec: InputSpec, threads: int) -> Inputs:
             num_classes=int(metadata["num_classes"]),
             target_state={k: v.clone() for k, v in model.state_dict().items()},
             target_labels=labels,
-            target_sha256=_sha256_file(Path(spec.target_path)),
+            target_sha256=weights_sha256(model),
             target_metadata={k: v for k, v in metadata.items() if _jsonable(v)},
         )
     return _CACHE[key]
@@ -149,8 +149,18 @@ def settings_for(inputs: Inputs, params: GridParams) -> dict[str, Any]:
     return {"settings_id": hashlib.sha256(canonical).hexdigest()[:12], **settings}
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's parameter names, shapes, dtypes and bytes.
+
+    The target's identity in every row: the weights, not the file, whose metadata (training seconds)
+    differs between two trainings that give bit-identical weights, so a target retrained on a fresh
+    machine still matches the rows computed with the old one.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _jsonable(value: Any) -> bool:

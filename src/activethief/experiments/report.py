@@ -290,7 +290,18 @@ def _page(
         "",
         "## Reading",
         "",
-        "_To be written after the full run: what agrees with the study, what does not, and why._",
+        _reading(results_dir),
         "",
     ]
     return "\n".join(lines)
+
+
+READING = "reading.md"
+
+
+def _reading(results_dir: Path) -> str:
+    """The hand-written interpretation kept beside the rows (`reading.md`), since numbers need a reader."""
+    path = results_dir / READING
+    if path.is_file():
+        return path.read_text().strip()
+    return f"_No reading yet: write one into `{path}` and rerun `activethief report`._"

@@ -14,7 +14,7 @@ from typing import Any
 
 from activethief import __version__, data
 from activethief.errors import ConfigError
-from activethief.experiments.cells import Job, Outcome, StealCell, Task
+from activethief.experiments.cells import SAMPLE_STEPS_PER_SECOND, Job, Outcome, Task
 from activethief.experiments.executors import Executor, SerialExecutor
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import InputSpec, ensure_target, load_inputs, settings_for
@@ -31,16 +31,10 @@ from activethief.experiments.store import (
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist")
 
-# The time model: a 10k-query entropy steal on MNIST (random seed of 1k, batches of 1k, 60k pool) takes
-# about REFERENCE_SECONDS with 2 threads; other cells scale with `Task.work`.
-REFERENCE_SECONDS = 240.0
-REFERENCE_CELL = StealCell("mnist", "entropy", "random", 1000, 1000, 10_000, 0)
-REFERENCE_POOL = 60_000
 
-
-def seconds_per_work(reference_seconds: float = REFERENCE_SECONDS) -> float:
-    """Seconds per unit of `Task.work`, calibrated on the reference cell."""
-    return reference_seconds / REFERENCE_CELL.work(REFERENCE_POOL)
+def seconds_per_work() -> float:
+    """Seconds per unit of `Task.work` (one sample step) with the default two threads."""
+    return 1.0 / SAMPLE_STEPS_PER_SECOND
 
 
 def resolve_datasets(names: str | Sequence[str]) -> list[str]:
@@ -61,19 +55,21 @@ class Plan:
 
     tasks: list[Task]
     pool_sizes: dict[str, int]
+    params: GridParams
 
     def queries(self, tasks: Sequence[Task] | None = None) -> int:
         """Queries the tasks buy (a steal cell buys its budget)."""
         return sum(t.size for t in (self.tasks if tasks is None else tasks))
 
     def work(self, tasks: Sequence[Task] | None = None) -> float:
-        return sum(t.work(self.pool_sizes[t.dataset]) for t in (self.tasks if tasks is None else tasks))
+        return sum(self.work_of(t) for t in (self.tasks if tasks is None else tasks))
 
-    def seconds(
-        self, tasks: Sequence[Task] | None = None, reference_seconds: float = REFERENCE_SECONDS
-    ) -> float:
-        """Estimated serial seconds (one worker) at the reference speed."""
-        return self.work(tasks) * seconds_per_work(reference_seconds)
+    def work_of(self, task: Task) -> float:
+        return task.work(self.pool_sizes[task.dataset], self.params)
+
+    def seconds(self, tasks: Sequence[Task] | None = None) -> float:
+        """Estimated serial seconds (one 2-thread worker)."""
+        return self.work(tasks) * seconds_per_work()
 
     def by_dataset(self) -> dict[str, list[Task]]:
         groups: dict[str, list[Task]] = {}
@@ -90,7 +86,7 @@ def plan_grid(
     for dataset in datasets:
         params.validate(pool_sizes[dataset])
         scopes.append(Scope(dataset, params, pool_sizes[dataset]))
-    return Plan(plan_tasks(experiments, scopes), dict(pool_sizes))
+    return Plan(plan_tasks(experiments, scopes), dict(pool_sizes), params)
 
 
 def pool_size_of(dataset: str, params: GridParams, data_dir: Path | str | None = None) -> int:
@@ -184,7 +180,7 @@ def run_experiments(
     plan = plan_grid(experiments, dataset_names, params, pool_sizes)
     done = Results(complete_cells(read_rows(out / CELLS)), settings)
     todo = [t for t in plan.tasks if not done.covers(settings[t.dataset]["settings_id"], t.share_key, t.size)]
-    todo.sort(key=lambda t: -t.work(pool_sizes[t.dataset]))  # longest first: the pool ends evenly
+    todo.sort(key=lambda t: -plan.work_of(t))  # longest first: the pool ends evenly
 
     report = GridReport(
         experiments=[e.name for e in experiments],
@@ -250,7 +246,7 @@ def run_experiments(
             report.ran += 1
             if job.work_dir is not None:  # the cell is saved: its checkpoint is no longer needed
                 shutil.rmtree(job.work_dir, ignore_errors=True)
-        bar.advance(task.work(pool_sizes[task.dataset]))
+        bar.advance(plan.work_of(task))
         if on_cell is not None and rows:
             on_cell(task, rows)
 

@@ -40,9 +40,10 @@ from activethief.selection import STRATEGIES
 from activethief.thief import CHECKPOINT
 
 SEEDING = "random"
-# One attack step on one image (a forward and a backward pass) in `Task.work`'s sample fits: about three
-# forward passes.
-ATTACK_STEP_COST = 3 * PREDICT_COST
+# One attack step on one image (a forward and a backward pass) in `Task.work`'s sample steps; its
+# predictions run eagerly on small batches, about four times the traced graph's cost.
+ATTACK_STEP_COST = 1.0
+EAGER_PREDICT_COST = 4 * PREDICT_COST
 
 # The anchor of section 3 of the issue.
 PAPERNOT_PCT, PAPERNOT_QUERIES = 84.24, 6400
@@ -56,9 +57,9 @@ def attack_seed(base_seed: int, dataset: str, method: str, eps: float, repeat: i
 
 
 def _per_image_cost(methods: Sequence[str], epsilons: Sequence[float]) -> float:
-    """Sample fits per attacked image for every (method, ε): the attack's steps and three predictions."""
+    """Sample steps per attacked image for every (method, ε): the attack's steps and three predictions."""
     steps = sum(int(getattr(make_attack(m), "steps", 1)) for m in methods)
-    return len(epsilons) * (steps * ATTACK_STEP_COST + len(methods) * 3 * PREDICT_COST)
+    return len(epsilons) * (steps * ATTACK_STEP_COST + len(methods) * 3 * EAGER_PREDICT_COST)
 
 
 def _pct(value: Any) -> float | None:
@@ -201,9 +202,9 @@ class TransferCell:
             "budget": self.size,
         }
 
-    def work(self, pool_size: int) -> float:
+    def work(self, pool_size: int, params: GridParams) -> float:
         attacks = len(self.budgets) * self.images * _per_image_cost(self.methods, self.epsilons)
-        return self.steal_cell.work(pool_size) + attacks
+        return self.steal_cell.work(pool_size, params) + attacks
 
     def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
         """Steal once to the largest budget keeping the substitutes, then attack each; one row per
@@ -290,7 +291,7 @@ class WhiteBoxCell:
             **asdict(self),
         }
 
-    def work(self, pool_size: int) -> float:
+    def work(self, pool_size: int, params: GridParams) -> float:
         return self.images * _per_image_cost(self.methods, self.epsilons)
 
     def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:

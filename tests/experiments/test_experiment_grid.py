@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from experiment_helpers import TINY
 
+from activethief import models
 from activethief.errors import ConfigError
 from activethief.experiments import (
     EXPERIMENTS,
@@ -30,7 +32,9 @@ from activethief.experiments import (
     split_cpus,
     stop_point,
 )
+from activethief.experiments.cells import training_steps
 from activethief.experiments.grid import QUICK
+from activethief.experiments.inputs import weights_sha256
 
 BOTH = ["mnist", "fashion-mnist"]
 
@@ -65,6 +69,25 @@ def test_full_grid_counts_and_sharing() -> None:
     assert not [t for t in mnist if t.seeding == "random" and t.budget == t.seed_size < 60_000]
     alone = plan_grid(resolve_experiments("strategies"), ["mnist"], GridParams(), {"mnist": 60_000})
     assert len(alone.tasks) == 9 * 5 and alone.queries() == 45 * 20_000
+
+
+def test_cost_model_follows_the_training_settings() -> None:
+    cell = StealCell("mnist", "entropy", "random", 1000, 1000, 20_000, 0)
+    fit = GridParams().fit
+    assert training_steps(fit, 1000, warm=False) == fit.min_steps  # a small cold round is step-bound
+    assert training_steps(fit, 20_000, warm=True) == fit.warm_steps == 200
+    cold = replace(GridParams(), fit=replace(fit, warm_steps=0))
+    # every round trained like the first costs more the more answers there are
+    assert cell.work(60_000, cold) > 2 * cell.work(60_000, GridParams())
+
+
+def test_target_identity_is_its_weights_not_its_file(tmp_path: Path) -> None:
+    model = models.build("cnn2", 10, seed=0)
+    models.save(model, tmp_path / "a.pt", arch="cnn2", num_classes=10, train_seconds=1.0)
+    models.save(model, tmp_path / "b.pt", arch="cnn2", num_classes=10, train_seconds=2.0)
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+    a, b = (weights_sha256(models.load(tmp_path / f"{n}.pt")[0]) for n in "ab")
+    assert a == b != weights_sha256(models.build("cnn2", 10, seed=1))
 
 
 def test_quick_grid_is_small() -> None:

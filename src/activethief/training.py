@@ -145,7 +145,7 @@ def fit(
         model.load_state_dict(init_state)
     # oneDNN's convolutions run 1.3-1.7x faster with channels-last weights on the 2-core CPU (cnn2: 8,500
     # vs 5,000-6,600 images/s); the model keeps that layout, which also speeds up its eager predictions.
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from the stubs
     num_classes = _num_classes(model)
     xs = _as_tensor(x)
     soft = to_soft_targets(targets, num_classes)

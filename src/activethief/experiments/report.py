@@ -224,13 +224,14 @@ def _page(
         f"sample std over repeats (n). Study numbers (read off its figures, ±0.3 points) appear only where "
         f"the grid matches the study's: a 60,000-image pool and batches of 1,000; Δ = ours - study.",
         "",
-        f"Grid: {params.repeats} repeats, batches of {params.batch_size}, random seed of {params.seed_size} "
+        f"Grid: up to {params.repeats} repeat(s) (n counts the finished ones), batches of "
+        f"{params.batch_size}, random seed of {params.seed_size} "
         f"(strategies, stopping), {params.strategies_budget:,} queries per strategy run, "
         f"{params.seed_size_budget:,} per seed-size run, base seed {params.base_seed}, substitute "
         f"{params.substitute}; training: {fit}.",
         "",
         _table(
-            ["dataset", "pool", "test set", "target test accuracy %", "target file (sha256)"],
+            ["dataset", "pool", "test set", "target test accuracy %", "target weights (sha256)"],
             [
                 [
                     d,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
-from experiment_helpers import TINY, finished_rows
+from experiment_helpers import TINY, comparable, finished_rows
 from typer.testing import CliRunner
 
 from activethief.errors import ConfigError
@@ -86,7 +86,10 @@ def test_transfer_runs_end_to_end_and_resumes_without_recomputing(
         assert 0.0 <= row["target_whitebox_success_rate"] <= 1.0
     bound = {(r["method"], r["eps"]): r["target_whitebox_success_rate"] for r in whitebox}
     assert bound[("pgd", 0.3)] >= bound[("fgsm", 0.1)]
-    assert not (transfer_run.out / "work").exists() or not any((transfer_run.out / "work").rglob("*.pt"))
+    # finished cells leave no checkpoints; only the shared snapshots (2 budgets x 2 strategies;
+    # the white-box cell has none) stay for later transfer runs
+    left = sorted((transfer_run.out / "work").rglob("*.pt"))
+    assert len(left) == 4 and all(p.parent.parent.name == "snapshots" for p in left)
 
     lines = (transfer_run.out / CELLS).read_text().count("\n")
     again = run_experiments(
@@ -142,6 +145,29 @@ def test_snapshots_are_the_substitutes_of_shorter_runs(
     monkeypatch.setattr(StealCell, "run_steal", no_steal)
     again = steal_with_snapshots(cell, (100, 200), inputs, PARAMS, tmp_path / "cell")
     assert all(torch.equal(again[200].model.state_dict()[k], v) for k, v in kept.items())
+
+
+def test_transfer_attacks_the_strategies_trajectories_without_stealing_again(
+    transfer_run: TransferRun, target_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = SerialExecutor(threads=1)
+    run_experiments(
+        "strategies", "mnist", out=tmp_path, params=PARAMS, target_dir=target_dir, executor=executor
+    )
+
+    def no_steal(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the strategies cells kept these snapshots; nothing should be stolen again")
+
+    monkeypatch.setattr(StealCell, "run_steal", no_steal)
+    report = run_experiments(
+        "transfer", "mnist", out=tmp_path, params=PARAMS, target_dir=target_dir, executor=executor
+    )
+    assert report.ran == 3 and not report.failed  # two trajectories' attacks and the white-box cell
+
+    def attack_rows(out: Path) -> list[str]:
+        return comparable([r for r in finished_rows(out) if r["kind"] == "transfer"])
+
+    assert attack_rows(tmp_path) == attack_rows(transfer_run.out)  # the same as stealing them anew
 
 
 def test_transfer_settings_are_checked_and_transfer_is_not_part_of_all() -> None:

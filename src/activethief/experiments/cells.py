@@ -23,6 +23,7 @@ import numpy as np
 
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import Inputs, InputSpec, load_inputs, torch_threads
+from activethief.experiments.snapshots import SnapshotKeeper, shared_snapshots
 from activethief.thief import RoundRecord, StealResult, steal
 from activethief.training import FitConfig
 
@@ -140,9 +141,25 @@ class StealCell:
             cost += pool_size * KMEANS_COST
         return float(cost)
 
+    def snapshot_budgets(self, params: GridParams) -> tuple[int, ...]:
+        """The transfer experiment's budgets this cell's trajectory reaches, when it is one of that
+        experiment's trajectories (a strategies cell of a transfer strategy); else none."""
+        if (self.strategy, self.seeding, self.seed_size, self.batch_size) not in {
+            (s, "random", params.seed_size, params.batch_size) for s in params.transfer_strategies
+        }:
+            return ()
+        return tuple(b for b in params.transfer_budgets if b <= self.budget)
+
     def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
-        """Steal with this cell's settings; with `work_dir`, checkpoint there and resume what is there."""
-        result = self.run_steal(inputs, params, work_dir)
+        """Steal with this cell's settings; with `work_dir`, checkpoint there and resume what is there,
+        and keep the substitutes the transfer experiment will attack (see `snapshots.py`)."""
+        budgets = self.snapshot_budgets(params) if work_dir is not None else ()
+        if work_dir is not None and budgets:
+            keeper = SnapshotKeeper(work_dir, shared_snapshots(work_dir, self), budgets)
+            result = self.run_steal(inputs, params, work_dir, on_round=keeper.capture)
+            keeper.capture()  # the last round's checkpoint is written after its on_round call
+        else:
+            result = self.run_steal(inputs, params, work_dir)
         rows = [asdict(record) for record in result.history]
         for row in rows:
             row["stopped_by"] = result.stopped_by

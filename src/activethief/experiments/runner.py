@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shutil
 import time
 import uuid
@@ -19,6 +18,7 @@ from activethief.experiments.executors import Executor, SerialExecutor
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import InputSpec, ensure_target, load_inputs, settings_for
 from activethief.experiments.registry import Experiment, Scope, plan_tasks, resolve_experiments
+from activethief.experiments.snapshots import safe_name
 from activethief.experiments.store import (
     CELLS,
     Results,
@@ -117,7 +117,7 @@ def _now() -> str:
 
 
 def _work_dir(out: Path, settings_id: str, cell_id: str) -> str:
-    return str(out / "work" / settings_id / re.sub(r"[^A-Za-z0-9+._=-]+", "_", cell_id))
+    return str(out / "work" / settings_id / safe_name(cell_id))
 
 
 def run_experiments(

@@ -16,17 +16,12 @@ is one small cell per dataset.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from torch import nn
 
 from activethief import models
 from activethief.attacks import evaluate_transfer, make_attack
@@ -35,9 +30,9 @@ from activethief.experiments.cells import PREDICT_COST, StealCell, derive_seed
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import Inputs
 from activethief.experiments.registry import Experiment, FigureSpec, Scope, register_experiment
+from activethief.experiments.snapshots import Snapshot, SnapshotKeeper, shared_snapshots
 from activethief.experiments.store import Results
 from activethief.selection import STRATEGIES
-from activethief.thief import CHECKPOINT
 
 SEEDING = "random"
 # One attack step on one image (a forward and a backward pass) in `Task.work`'s sample steps; its
@@ -66,80 +61,23 @@ def _pct(value: Any) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
-# --- snapshots of one trajectory -------------------------------------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    """The substitute as it was after training on `record["train_size"]` answers, and that round's record."""
-
-    model: nn.Module
-    record: dict[str, Any]
-
-
-class SnapshotKeeper:
-    """Copies the steal checkpoint's weights into `folder/q<train_size>.pt` when they are a budget's.
-
-    Call `capture` from `steal`'s `on_round` and once more after `steal` returns: whichever round the
-    checkpoint names at that moment (the previous one during a round, the last one after the run), its
-    weights are kept if that round trained on a budget. Files are written atomically and kept across
-    interruptions, so a resumed cell keeps what it has.
-    """
-
-    def __init__(self, steal_dir: Path, folder: Path, budgets: Sequence[int]) -> None:
-        self.steal_dir, self.folder, self.budgets = steal_dir, folder, tuple(budgets)
-
-    def path(self, budget: int) -> Path:
-        return self.folder / f"q{budget}.pt"
-
-    def missing(self) -> list[int]:
-        return [b for b in self.budgets if not self.path(b).is_file()]
-
-    def capture(self, *_: object) -> None:
-        state_path = self.steal_dir / CHECKPOINT
-        if not state_path.is_file():
-            return
-        state = json.loads(state_path.read_text())
-        history, weights = state.get("history") or [], state.get("weights")
-        if not history or not weights:
-            return
-        record = history[-1]
-        size = int(record["train_size"])
-        if size not in self.budgets or self.path(size).is_file():
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        record_path = self.path(size).with_suffix(".json")
-        tmp = record_path.with_name(f".{record_path.name}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, record_path)
-        tmp = self.path(size).with_name(f".{self.path(size).name}.tmp")
-        shutil.copyfile(self.steal_dir / weights, tmp)
-        os.replace(tmp, self.path(size))  # last: a weights file implies its record
-
-    def load(self) -> dict[int, Snapshot]:
-        snapshots = {}
-        for budget in self.budgets:
-            model, metadata = models.load(self.path(budget))
-            record = json.loads(self.path(budget).with_suffix(".json").read_text())
-            if metadata.get("round") != record["round"] or int(record["train_size"]) != budget:
-                raise RuntimeError(
-                    f"snapshot {self.path(budget)} holds round {metadata.get('round')} but its record says "
-                    f"round {record['round']} with {record['train_size']} answers; remove the folder"
-                )
-            snapshots[budget] = Snapshot(model, record)
-        return snapshots
-
-
 def steal_with_snapshots(
-    cell: StealCell, budgets: Sequence[int], inputs: Inputs, params: GridParams, folder: Path
+    cell: StealCell,
+    budgets: Sequence[int],
+    inputs: Inputs,
+    params: GridParams,
+    folder: Path,
+    snapshots: Path | None = None,
 ) -> dict[int, Snapshot]:
     """Run `cell` (to its budget) once and return the substitute after each of `budgets` queries.
 
     Every budget must be a round of the trajectory (seed size + k * batch size, at most `cell.budget`).
-    `folder` holds the steal's checkpoint (`steal/`) and the snapshots (`snapshots/`); an interrupted call
-    resumes from them, and a call that finds every snapshot does not steal at all.
+    `folder` holds the steal's checkpoint (`steal/`) and, unless `snapshots` names another folder (the
+    grid's shared one, where the strategies experiment's cells leave theirs), the snapshots
+    (`snapshots/`); an interrupted call resumes from them, and a call that finds every snapshot does not
+    steal at all.
     """
-    keeper = SnapshotKeeper(folder / "steal", folder / "snapshots", budgets)
+    keeper = SnapshotKeeper(folder / "steal", snapshots or folder / "snapshots", budgets)
     keeper.capture()  # a run interrupted right after a budget's round
     if keeper.missing():
         cell.run_steal(inputs, params, folder / "steal", on_round=keeper.capture)
@@ -211,7 +149,8 @@ class TransferCell:
         (budget, method, ε). Without `work_dir` (Ray), the checkpoint lives in a temporary folder."""
         with contextlib.ExitStack() as stack:
             folder = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="transfer-")))
-            snapshots = steal_with_snapshots(self.steal_cell, self.budgets, inputs, params, folder)
+            shared = None if work_dir is None else shared_snapshots(work_dir, self.steal_cell)
+            snapshots = steal_with_snapshots(self.steal_cell, self.budgets, inputs, params, folder, shared)
         n = min(self.images, len(inputs.test_y))
         images, labels = inputs.test_x[:n], inputs.test_y[:n]
         target_clean = inputs.target_labels[:n]  # the target's clean answers, computed once per dataset

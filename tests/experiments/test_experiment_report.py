@@ -6,11 +6,15 @@ import csv
 import shutil
 from pathlib import Path
 
+import pytest
 import typer
 from experiment_helpers import GridRun
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from activethief.experiments import command, write_report
+from activethief.experiments.figures import draw_figure
+from activethief.experiments.registry import FigureSpec
 
 FIGURES = [
     "fig2_seeding.png",
@@ -90,3 +94,18 @@ def test_experiment_command_plans_and_explains_mistakes(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "--workers applies to the local process pool" in result.output
     result = runner.invoke(_app(), ["report", str(tmp_path / "none")])
     assert result.exit_code == 1 and "holds no config.json" in result.output
+
+
+def test_a_series_keeps_its_colour_in_every_panel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = FigureSpec("f.png", "t", "lines", x="queries", series="strategy")
+    summary = [
+        {"dataset": d, "strategy": s, "queries": q, "accuracy_pct_mean": 90.0, "accuracy_pct_std": 0.0}
+        for d, strategies in (("mnist", ("entropy", "random")), ("fashion-mnist", ("random",)))
+        for s in strategies
+        for q in (1, 2)
+    ]
+    drawn: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self))
+    assert draw_figure(spec, summary, summary, ["mnist", "fashion-mnist"], tmp_path / "f.png")
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in drawn[0].axes]
+    assert colours[0]["random"] == colours[1]["random"] != colours[0]["entropy"]

@@ -56,6 +56,11 @@ def draw_figure(
     shown = [i for i in range(len(columns)) if any(line[i] for line in grid)]
     if not shown:
         return False
+    # One colour per series for the whole figure, so a strategy looks the same in every panel.
+    ordered = _series(
+        sorted(chosen, key=lambda r: _sort_key(r[spec.series])) if spec.series else chosen, spec
+    )
+    colours = {name: f"C{i}" for i, name in enumerate(ordered)}
     width = 6.4 if len(shown) <= 2 else 4.8
     height = 5.0 if len(grid) == 1 else 3.6 * len(grid) + 1.0
     figure = Figure(figsize=(max(7.5, width * len(shown)), height), layout="constrained")
@@ -67,12 +72,12 @@ def draw_figure(
             if spec.reference:  # first, so the series' legend lists it
                 _reference(ax, spec, rows)
             if spec.kind == "bars":
-                _bars(ax, spec, rows)
+                _bars(ax, spec, rows, colours)
             elif spec.kind == "lines":
-                _lines(ax, spec, rows)
+                _lines(ax, spec, rows, colours)
             else:
                 mine = [p for p in points if _in_panel(p, spec, dataset, column_value, row_value)]
-                _stopping(ax, spec, rows, mine)
+                _stopping(ax, spec, rows, mine, colours)
             ax.set_title(" · ".join([dataset, *_panel_labels(spec, column_value, row_value)]))
             ax.set_xlabel(spec.xlabel or spec.x)
             ax.set_ylabel(spec.ylabel)
@@ -129,14 +134,14 @@ def _reference(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def _bars(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:
+def _bars(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]], colours: dict[Any, str]) -> None:
     drew_study = False
     groups = sorted({row[spec.x] for row in rows})
     series = _series(rows, spec)
     slots = 2 * len(series)
     width = 0.8 / slots
     for i, name in enumerate(series):
-        colour = f"C{i}"
+        colour = colours[name]
         by_x = {row[spec.x]: row for row in rows if not spec.series or row[spec.series] == name}
         xs = [g for g in range(len(groups)) if groups[g] in by_x]
         ours = [by_x[groups[g]] for g in xs]
@@ -165,10 +170,10 @@ def _bars(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:
     _legend(ax, drew_study)
 
 
-def _lines(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:
+def _lines(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]], colours: dict[Any, str]) -> None:
     drew_study = False
-    for i, name in enumerate(_series(rows, spec)):
-        colour = f"C{i}"
+    for name in _series(rows, spec):
+        colour = colours[name]
         mine = sorted((r for r in rows if r[spec.series] == name), key=lambda r: r[spec.x])
         xs = [r[spec.x] for r in mine]
         mean = [r[f"{spec.y}_mean"] for r in mine]
@@ -195,11 +200,17 @@ def _lines(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:
     _legend(ax, drew_study)
 
 
-def _stopping(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]], points: list[dict[str, Any]]) -> None:
+def _stopping(
+    ax: Axes,
+    spec: FigureSpec,
+    rows: list[dict[str, Any]],
+    points: list[dict[str, Any]],
+    colours: dict[Any, str],
+) -> None:
     drew_study = False
-    for i, row in enumerate(sorted(rows, key=lambda r: r[spec.series])):
-        colour = f"C{i}"
+    for row in sorted(rows, key=lambda r: r[spec.series]):
         alpha = row[spec.series]
+        colour = colours[alpha]
         mine = [p for p in points if p[spec.series] == alpha]
         ax.scatter(
             [p[spec.x] for p in mine], [p[spec.y] for p in mine], color=colour, s=18, label=f"alpha {alpha:g}"

@@ -299,7 +299,7 @@ def steal(
         rng = np.random.default_rng(_round_seed(seed, round_, 3))
         batch, batch_entropy = np.zeros(0, np.int64), None
         if k > 0:
-            # Scoring the pool is a third of a round; random seeds and the random strategy never read it.
+            # Random seeds and the random strategy never read the pool's scores, so it is not scored.
             scored = seeder.needs_probs if round_ == 0 else selector.needs_probs
             if scored:
                 probs = predict_proba(model, pool, bf16=config.fit.bf16)

@@ -144,9 +144,12 @@ class StealCell:
     def snapshot_budgets(self, params: GridParams) -> tuple[int, ...]:
         """The transfer experiment's budgets this cell's trajectory reaches, when it is one of that
         experiment's trajectories (a strategies cell of a transfer strategy); else none."""
-        if (self.strategy, self.seeding, self.seed_size, self.batch_size) not in {
-            (s, "random", params.seed_size, params.batch_size) for s in params.transfer_strategies
-        }:
+        trajectory = (self.seeding, self.seed_size, self.batch_size) == (
+            "random",
+            params.seed_size,
+            params.batch_size,
+        )
+        if not trajectory or self.strategy not in params.transfer_strategies:
             return ()
         return tuple(b for b in params.transfer_budgets if b <= self.budget)
 

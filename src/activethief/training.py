@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
 
 import numpy as np
 import torch
@@ -222,47 +220,26 @@ def fit(
     return result
 
 
-# Inputs at least this large are predicted by a traced graph that oneDNN has optimised for inference
-# (conv + ReLU fused, weights prepacked): 4x faster than eager on the 2-core CPU (42k vs 9-11k images/s for
-# cnn2), outputs within 1e-5 of eager. Tracing costs ~0.2 s, so smaller inputs stay eager.
-FAST_PREDICT_MIN = 8192
-Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, x: ArrayLike, *, batch_size: int = 512, bf16: bool = False
 ) -> torch.Tensor:
-    """Logits [n, C] (float32 tensor), computed in batches so memory stays bounded."""
+    """Logits [n, C] (float32 tensor), computed in batches so memory stays bounded.
+
+    The model's weights are switched to channels-last (as `fit` leaves them): oneDNN then predicts cnn2 at
+    ~30,000 images/s on 2 cores instead of 9,000-11,000. (A traced, inference-optimised TorchScript graph
+    was faster still, but leaked ~32 MB per trace, which killed a grid after a few hundred rounds.)
+    """
     was_training = model.training
     model.eval()
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from the stubs
     xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-    forward: Forward = model
-    if len(xs) >= FAST_PREDICT_MIN and not bf16:
-        forward = _inference_graph(model, xs[:batch_size].float()) or model
     chunks = [torch.zeros((0, _num_classes(model)))]
     for start in range(0, len(xs), batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            chunks.append(forward(xs[start : start + batch_size].float()).float())
+            chunks.append(model(xs[start : start + batch_size].float()).float())
     model.train(was_training)
     return torch.cat(chunks)
-
-
-def _inference_graph(model: nn.Module, example: torch.Tensor) -> Forward | None:
-    """The model traced and frozen for inference, or None when it cannot be traced (eager is used then).
-
-    `torch.jit` is deprecated in favour of `torch.compile`, which here compiles for ~20 s per process and
-    shape and then runs slower (27k images/s); with torch pinned, the traced graph is the faster choice.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = torch.jit.optimize_for_inference(
-                torch.jit.trace(model, example, check_trace=False)  # type: ignore[no-untyped-call]
-            )
-    except Exception:  # any model the tracer cannot handle is simply run eagerly
-        return None
-    return cast(Forward, graph)
 
 
 def predict_proba(model: nn.Module, x: ArrayLike, *, batch_size: int = 512, bf16: bool = False) -> np.ndarray:

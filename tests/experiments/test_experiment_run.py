@@ -96,6 +96,9 @@ def test_resume_after_interruption_recomputes_nothing(
 
         def hook(record: Any) -> None:
             if len(calls) == 4 and record.round == 2:  # the 4th cell dies in the middle
+                # what a kill -9 now would leave: the three finished cells' count and time
+                last = json.loads((tmp_path / "config.json").read_text())["invocations"][-1]
+                assert last["cells_run"] == 3 and last["wall_seconds"] > 0
                 raise KeyboardInterrupt
 
         return steal(*args, **{**kwargs, "on_round": hook})  # cells pass on_round=None themselves

@@ -247,6 +247,14 @@ def run_experiments(
             if job.work_dir is not None:  # the cell is saved: its checkpoint is no longer needed
                 shutil.rmtree(job.work_dir, ignore_errors=True)
         bar.advance(plan.work_of(task))
+        # The time so far, after every cell: a run that is killed outright (kill -9, out of memory)
+        # still leaves its wall time for the report.
+        invocation.update(
+            wall_seconds=round(time.perf_counter() - started, 1),
+            cells_run=report.ran,
+            cells_failed=len(report.failed),
+        )
+        write_config(out, config)
         if on_cell is not None and rows:
             on_cell(task, rows)
 

@@ -138,3 +138,12 @@ def test_bad_training_settings_are_named() -> None:
         FitConfig(warm_steps=-1)
     with pytest.raises(ConfigError, match="batch_size"):
         FitConfig(batch_size=0)
+
+
+def test_a_model_stays_trainable_after_predicting(mnist_small: tuple[np.ndarray, ...]) -> None:
+    x, y = mnist_small[0][:64], mnist_small[1][:64]
+    model = models.build("cnn2", seed=0)
+    predict_proba(model, x)  # switches the weights' layout; must not leave inference-only tensors
+    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y).long())
+    loss.backward()  # type: ignore[no-untyped-call]
+    assert all(p.grad is not None for p in model.parameters())

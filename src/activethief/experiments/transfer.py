@@ -374,15 +374,15 @@ def _close(a: Any, b: float) -> bool:
 
 def transfer_notes(summary: Sequence[dict[str, Any]], params: GridParams) -> str:
     """What the numbers mean, the attacks' settings, and the anchor with this run's verdict."""
-    settings = "; ".join(
-        f"{m}: "
-        + ", ".join(
+    shown = {
+        m: ", ".join(
             f"{k}={v}"
             for k, v in make_attack(m).config().items()
             if k not in ("method", "eps", "target_class", "batch_size")
         )
         for m in params.transfer_methods
-    )
+    }
+    settings = "; ".join(f"{m}: {text or 'one step of size ε'}" for m, text in shown.items())
     largest = max(params.transfer_epsilons)
     candidates = [
         r

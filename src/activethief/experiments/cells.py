@@ -29,8 +29,10 @@ from activethief.training import FitConfig
 
 # Cost model of `Task.work`, in sample steps: one image through one training step (forward and backward),
 # about 1/SAMPLE_STEPS_PER_SECOND s with 2 threads (measured with `fit`: 5,000-6,400 images/s for cnn2).
-# Predicting one image costs PREDICT_COST of that (the traced inference graph, ~40k images/s), k-means
-# seeding KMEANS_COST per pool image; early stopping usually ends a cold round after TYPICAL_EPOCHS.
+# Predicting one image costs PREDICT_COST of that (calibrated at ~40k images/s; channels-last eager now
+# predicts ~27k, yet one repeat of the grid took 0.94 h against 1.3 h estimated, so the model still errs
+# long), k-means seeding KMEANS_COST per pool image; early stopping usually ends a cold round after
+# TYPICAL_EPOCHS.
 SAMPLE_STEPS_PER_SECOND = 5000.0
 PREDICT_COST = 0.125
 KMEANS_COST = 0.25

@@ -36,7 +36,7 @@ from activethief.selection import STRATEGIES
 
 SEEDING = "random"
 # One attack step on one image (a forward and a backward pass) in `Task.work`'s sample steps; its
-# predictions run eagerly on small batches, about four times the traced graph's cost.
+# predictions run on small batches, about four times a bulk pool pass's cost per image.
 ATTACK_STEP_COST = 1.0
 EAGER_PREDICT_COST = 4 * PREDICT_COST
 

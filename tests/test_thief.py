@@ -95,20 +95,26 @@ def test_same_seed_same_run(target: torch.nn.Module, mnist_small: tuple[np.ndarr
     assert runs[0].history[-1].batch_entropy == runs[1].history[-1].batch_entropy
 
 
-def test_entropy_stopping_rule(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
+@pytest.mark.parametrize(
+    ("stop", "queries", "stopped_at"), [("entropy:10", 300, 3), ("entropy:10:3", 500, 5)]
+)
+def test_entropy_stopping_rule(
+    target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...], stop: str, queries: int, stopped_at: int
+) -> None:
     x = mnist_small[0][:1000]
     result = steal(
         CallableOracle(CountingFn(target), 10),
         x,
         budget=1000,
         batch_size=100,
-        stop="entropy:10",
+        stop=stop,
         quiet=True,
         fit_config=FAST,
     )
-    # alpha=10 nats is larger than any change, so the run stops as soon as two batch entropies exist.
-    assert result.stopped_by == "entropy:10"
-    assert result.queries_used == 300 and result.stopped_at_round == 3
+    # alpha=10 nats is larger than any change, so the run stops as soon as patience + 1 batch entropies
+    # (rounds 1..patience+1) exist.
+    assert result.stopped_by == stop
+    assert result.queries_used == queries and result.stopped_at_round == stopped_at
 
 
 def test_pool_exhaustion(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
@@ -174,6 +180,7 @@ def test_bad_arguments(target: torch.nn.Module, mnist_small: tuple[np.ndarray, .
     for kwargs in (
         {"strategy": "best"},
         {"stop": "entropy:x"},
+        {"stop": "entropy:0.1:0"},
         {"seeding": "kmeans:0"},
         {"substitute": "vgg"},
         {"budget": 0},

@@ -60,7 +60,9 @@ def register(app: typer.Typer) -> None:
         strategy: Annotated[str, typer.Option(help="Selection strategy (see README).")] = "entropy",
         seeding: Annotated[str, typer.Option(help="random, kmeans:N or pca-kmeans:N.")] = "random",
         seed_size: Annotated[int | None, typer.Option(help="Seed round size (default: batch size).")] = None,
-        stop: Annotated[str, typer.Option(help="budget or entropy:ALPHA.")] = "budget",
+        stop: Annotated[
+            str, typer.Option(help="budget, entropy:ALPHA or entropy:ALPHA:PATIENCE (see README, Stopping).")
+        ] = "budget",
         substitute: Annotated[str, typer.Option(help="Substitute architecture.")] = "cnn2",
         output_mode: Annotated[
             str, typer.Option(help="probs, topk:K, label or round:D (local targets).")

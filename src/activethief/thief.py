@@ -163,7 +163,7 @@ def steal(
         batch_size: queries per round after the seed round.
         strategy: selection strategy name (see `activethief.selection.STRATEGIES`).
         seeding: `random`, `kmeans:N` or `pca-kmeans:N`; seed_size defaults to batch_size.
-        stop: `budget` or `entropy:ALPHA`.
+        stop: `budget`, `entropy:ALPHA` or `entropy:ALPHA:PATIENCE` (`activethief.stopping`).
         substitute: architecture name for the substitute.
         seed: run seed; every random choice derives from it.
         test: (images, labels) to report accuracy; agreement needs the target's labels on them, which

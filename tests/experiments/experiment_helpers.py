@@ -24,6 +24,7 @@ TINY = GridParams(
     checkpoints=(200, 300),
     seed_size_budget=300,
     alphas=(0.01, 0.5),
+    patiences=(1, 2),
     fit=FitConfig(epochs=1, patience=1, batch_size=100, warmup_steps=2),
 )
 

@@ -79,6 +79,10 @@ def test_cost_model_follows_the_training_settings() -> None:
     cold = replace(GridParams(), fit=replace(fit, warm_steps=0))
     # every round trained like the first costs more the more answers there are
     assert cell.work(60_000, cold) > 2 * cell.work(60_000, GridParams())
+    # the random strategy never scores the pool, k-means seeding scores it (and clusters) once more
+    scored = cell.work(60_000, GridParams())
+    assert replace(cell, strategy="random").work(60_000, GridParams()) < scored
+    assert replace(cell, seeding="kmeans:10").work(60_000, GridParams()) > scored
 
 
 def test_target_identity_is_its_weights_not_its_file(tmp_path: Path) -> None:
@@ -179,6 +183,8 @@ def test_stop_point_replays_the_rule() -> None:
     assert stop_point(rows, 0.05) == (rows[4], True)  # |0.7 - 0.65| <= 0.05 once round 3 is known
     assert stop_point(rows, 0.01) == (rows[5], True)
     assert stop_point(rows, 0.001) == (rows[5], False)  # never fires: the pool ran out
+    assert stop_point(rows, 0.05, patience=2) == (rows[5], True)  # 0.05 then 0.005: two in a row
+    assert stop_point(rows, 0.01, patience=2) == (rows[5], False)  # 0.3, 0.05, 0.005: only one in a row
 
 
 def test_study_numbers_where_the_grid_matches_the_study() -> None:
@@ -189,9 +195,11 @@ def test_study_numbers_where_the_grid_matches_the_study() -> None:
     assert seeding(study, {"seeding": "random", "seed_size": 1000}) == {"study_accuracy_pct": 82.0}
     assert seeding(study, {"seeding": "pca-kmeans:10", "seed_size": 1000}) == {}
     assert seeding(tiny, {"seeding": "random", "seed_size": 1000}) == {}
-    assert stopping(Scope("fashion-mnist", GridParams(), 60_000), {"alpha": 0.1}) == {
+    fashion = Scope("fashion-mnist", GridParams(), 60_000)
+    assert stopping(fashion, {"patience": 1, "alpha": 0.1}) == {
         "study_queries_at_stop_min": 43000.0,
         "study_queries_at_stop_max": 45000.0,
         "study_accuracy_at_stop_pct_min": 55.9,
         "study_accuracy_at_stop_pct_max": 59.1,
     }
+    assert stopping(fashion, {"patience": 3, "alpha": 0.1}) == {}  # the study measured its own rule only

@@ -45,7 +45,12 @@ def test_report_writes_every_table_and_figure(serial_run: GridRun, tmp_path: Pat
     }
     assert all(r["n"] == "2" and 0 <= float(r["accuracy_pct_mean"]) <= 100 for r in strategies)
     stopping = list(csv.DictReader((tmp_path / "stopping.csv").open()))
-    assert [r["alpha"] for r in stopping] == ["0.01", "0.5"]
+    assert [(r["patience"], r["alpha"]) for r in stopping] == [
+        ("1", "0.01"),
+        ("1", "0.5"),
+        ("2", "0.01"),
+        ("2", "0.5"),
+    ]
     assert all(float(r["queries_at_stop_mean"]) <= 600 for r in stopping)
     full = {r["model"]: r for r in csv.DictReader((tmp_path / "full-data.csv").open())}
     assert set(full) == {"substitute", "target"} and full["substitute"]["queries"] == "600"
@@ -80,9 +85,11 @@ def test_report_command(serial_run: GridRun, tmp_path: Path) -> None:
 
 def test_experiment_command_plans_and_explains_mistakes(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(_app(), ["experiment", "all", "--dataset", "mnist", "--dry-run"])
+    fresh = ["--out", str(tmp_path / "results"), "--target-dir", str(tmp_path / "targets")]
+    result = runner.invoke(_app(), ["experiment", "all", "--dataset", "mnist", "--dry-run", *fresh])
     assert result.exit_code == 0, result.output
     assert "mnist: 170 steal runs, 1,900,000 queries" in result.output
+    assert "no target at" in result.output and "170 to run" in result.output
     result = runner.invoke(_app(), ["experiment", "strategys", "--dry-run"])
     assert result.exit_code == 1
     assert "unknown experiment 'strategys'; known: all, seeding, strategies" in result.output

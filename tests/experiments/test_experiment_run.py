@@ -23,6 +23,8 @@ from activethief.experiments import (
 )
 from activethief.experiments import cells as cells_module
 from activethief.experiments.inputs import InputSpec, load_inputs, target_path, torch_threads
+from activethief.experiments.registry import resolve_experiments
+from activethief.experiments.runner import Plan, plan_grid, trained_settings, unfinished
 from activethief.experiments.store import CELLS
 from activethief.thief import steal
 
@@ -53,6 +55,21 @@ def test_serial_grid_runs_end_to_end_and_reruns_nothing(serial_run: GridRun, tar
         executor=SerialExecutor(threads=1),
     )
     assert (again.ran, again.skipped) == (0, 12)
+
+
+def test_unfinished_counts_what_a_folder_holds(serial_run: GridRun, target_dir: Path, tmp_path: Path) -> None:
+    def plan(repeats: int) -> Plan:
+        return plan_grid(
+            resolve_experiments("all"), ["mnist"], replace(TINY, repeats=repeats), {"mnist": 600}
+        )
+
+    settings = trained_settings(["mnist"], TINY, target_dir)
+    assert unfinished(plan(2), serial_run.out, settings) == []
+    assert len(unfinished(plan(2), tmp_path, settings)) == len(plan(2).tasks) == 12  # an empty folder
+    assert len(unfinished(plan(2), serial_run.out, {})) == 12  # no target yet: no row can match
+    assert trained_settings(["mnist"], TINY, tmp_path) == {}
+    left = unfinished(plan(3), serial_run.out, settings)  # one more repeat: only its cells are left
+    assert len(left) == 6 and {t.repeat for t in left} == {2}
 
 
 def test_process_pool_gives_identical_rows(serial_run: GridRun, target_dir: Path, tmp_path: Path) -> None:
@@ -140,15 +157,20 @@ def test_resume_after_interruption_recomputes_nothing(
     )
 
 
-def test_stop_points_match_a_run_with_the_stopping_rule(serial_run: GridRun, target_dir: Path) -> None:
+@pytest.mark.parametrize("patience", [1, 2])
+def test_stop_points_match_a_run_with_the_stopping_rule(
+    serial_run: GridRun, target_dir: Path, patience: int
+) -> None:
     cell = StealCell("mnist", "entropy", "random", 100, 100, 600, 0)
     rows = sorted(
         (r for r in finished_rows(serial_run.out) if r["cell_id"] == cell.cell_id), key=lambda r: r["round"]
     )
     entropies = [r["batch_entropy"] for r in rows if r["round"] > 0 and r["batch_entropy"] is not None]
     changes = [abs(a - b) for a, b in itertools.pairwise(entropies)]
-    alpha = min(changes[1:])  # fires after round 3 at the earliest, before the pool runs out
-    expected, stopped = stop_point(rows, alpha)
+    # The smallest alpha at which `patience` changes in a row, from the second change on, are small enough:
+    # the rule fires after round 3 at the earliest, before the pool runs out.
+    alpha = min(max(changes[i : i + patience]) for i in range(1, len(changes) - patience + 1))
+    expected, stopped = stop_point(rows, alpha, patience)
     assert stopped
     inputs = load_inputs(InputSpec("mnist", str(target_path(target_dir, "mnist").resolve()), 600, 200), 1)
     with torch_threads(1):
@@ -158,7 +180,7 @@ def test_stop_points_match_a_run_with_the_stopping_rule(serial_run: GridRun, tar
             budget=600,
             batch_size=100,
             seed_size=100,
-            stop=f"entropy:{alpha!r}",
+            stop=f"entropy:{alpha!r}:{patience}",
             seed=cell.seed(0),
             test=(inputs.test_x, inputs.test_y),
             quiet=True,

@@ -154,14 +154,15 @@ def stopping_cells(scope: Scope) -> list[StealCell]:
     ]
 
 
-def stop_point(rows: list[dict[str, Any]], alpha: float) -> tuple[dict[str, Any], bool]:
-    """The round at which `steal(..., stop="entropy:ALPHA")` would have stopped, and whether it did.
+def stop_point(rows: list[dict[str, Any]], alpha: float, patience: int = 1) -> tuple[dict[str, Any], bool]:
+    """The round at which `steal(..., stop="entropy:ALPHA[:PATIENCE]")` would have stopped, and whether
+    it did.
 
     Replays the loop's own check: before selecting in round i, stop if the rule holds on the mean batch
     entropies of rounds 1..i-1. Same seed, so the same run up to that round. Returns the last round
     (the pool or budget ran out) and False when the rule never fires.
     """
-    rule = EntropyChange(alpha)
+    rule = EntropyChange(alpha, patience)
     entropies: list[float] = []
     for row in rows:
         if rule.should_stop(entropies):
@@ -179,24 +180,26 @@ def stopping_points(results: Results, scope: Scope) -> list[dict[str, Any]]:
             continue
         rows = [r for r in rows if int(r["train_size"]) <= cell.budget]
         full = rows[-1]
-        for alpha in scope.params.alphas:
-            row, stopped = stop_point(rows, alpha)
-            points.append(
-                {
-                    "alpha": alpha,
-                    "repeat": cell.repeat,
-                    "queries_at_stop": int(row["train_size"]),
-                    **_metrics(row, suffix="_at_stop_pct"),
-                    "stopped_early": float(stopped),
-                    **_metrics(full, suffix="_full_pool_pct"),
-                }
-            )
+        for patience in scope.params.patiences:
+            for alpha in scope.params.alphas:
+                row, stopped = stop_point(rows, alpha, patience)
+                points.append(
+                    {
+                        "patience": patience,
+                        "alpha": alpha,
+                        "repeat": cell.repeat,
+                        "queries_at_stop": int(row["train_size"]),
+                        **_metrics(row, suffix="_at_stop_pct"),
+                        "stopped_early": float(stopped),
+                        **_metrics(full, suffix="_full_pool_pct"),
+                    }
+                )
     return points
 
 
 def stopping_study(scope: Scope, row: dict[str, Any]) -> dict[str, float]:
     ranges = study_stopping().get((scope.dataset, float(row["alpha"])))
-    if ranges is None or not _is_study_setting(scope):
+    if ranges is None or int(row["patience"]) != 1 or not _is_study_setting(scope):  # the study's rule only
         return {}
     return {
         "study_queries_at_stop_min": ranges["queries_at_stop_min"],
@@ -329,10 +332,13 @@ register_experiment(
 register_experiment(
     Experiment(
         name="stopping",
-        title="Entropy stopping rule: where |H(i-1) - H(i)| <= alpha stops, and the accuracy there",
+        title=(
+            "Entropy stopping rule: where |H(i-1) - H(i)| <= alpha stops (patience: that many such changes "
+            "in a row; 1 is the study's rule), and the accuracy there"
+        ),
         tasks=stopping_cells,
         points=stopping_points,
-        keys=("alpha",),
+        keys=("patience", "alpha"),
         study=stopping_study,
         figures=(
             FigureSpec(
@@ -343,6 +349,7 @@ register_experiment(
                 series="alpha",
                 y="accuracy_at_stop_pct",
                 xlabel="queries at stop",
+                rows="patience",
             ),
         ),
     )

@@ -64,7 +64,8 @@ def draw_figure(
     width = 6.4 if len(shown) <= 2 else 4.8
     height = 5.0 if len(grid) == 1 else 3.6 * len(grid) + 1.0
     figure = Figure(figsize=(max(7.5, width * len(shown)), height), layout="constrained")
-    axes = figure.subplots(len(grid), len(shown), squeeze=False)
+    # Rows of panels (another value of `spec.rows`) share their column's axes, so they compare at a glance.
+    axes = figure.subplots(len(grid), len(shown), squeeze=False, sharex="col", sharey="col")
     for line, row_value, panel_axes in zip(grid, _values(chosen, spec.rows), axes, strict=True):
         for ax, i in zip(panel_axes, shown, strict=True):
             rows = line[i]
@@ -118,7 +119,13 @@ def _in_panel(row: dict[str, Any], spec: FigureSpec, dataset: str, column: Any, 
 
 def _panel_labels(spec: FigureSpec, column: Any, line: Any) -> list[str]:
     names = [(spec.columns, column), (spec.rows, line)]
-    return [f"ε = {value:g}" if name == "eps" else str(value) for name, value in names if name]
+    return [_panel_label(name, value) for name, value in names if name]
+
+
+def _panel_label(name: str, value: Any) -> str:
+    if name == "eps":
+        return f"ε = {value:g}"
+    return f"{name} {value:g}" if isinstance(value, int | float) else str(value)
 
 
 def _reference(ax: Axes, spec: FigureSpec, rows: list[dict[str, Any]]) -> None:

@@ -35,6 +35,7 @@ class GridParams:
         checkpoints: query counts the Markdown tables show for the strategies experiment.
         seed_size_budget: queries per seed-size run.
         alphas: entropy-change thresholds of the stopping experiment (nats).
+        patiences: how many such changes in a row the stopping experiment's rules ask for (1: the study's).
         stopping_budget: queries of the stopping trajectory (None: the whole pool).
         substitute: substitute architecture.
         fit: training settings of every round.
@@ -63,6 +64,7 @@ class GridParams:
     checkpoints: tuple[int, ...] = (5000, 10_000, 15_000, 20_000)
     seed_size_budget: int = 10_000
     alphas: tuple[float, ...] = (0.005, 0.01, 0.05, 0.1)
+    patiences: tuple[int, ...] = (1, 3)
     stopping_budget: int | None = None
     substitute: str = "cnn2"
     fit: FitConfig = GRID_FIT
@@ -116,6 +118,8 @@ class GridParams:
             make_seeder(seeding)  # raises ConfigError with the accepted forms
         if any(a < 0 for a in self.alphas):
             raise ConfigError(f"alphas must be >= 0 (nats), got {self.alphas}")
+        if not self.patiences or any(k < 1 for k in self.patiences):
+            raise ConfigError(f"patiences must be whole numbers >= 1, got {self.patiences}")
         largest = max((*self.seed_sizes, self.seed_size, self.strategies_budget, self.seed_size_budget))
         if largest > pool_size:
             raise ConfigError(

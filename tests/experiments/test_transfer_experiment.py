@@ -183,10 +183,11 @@ def test_transfer_settings_are_checked_and_transfer_is_not_part_of_all() -> None
     assert [e.name for e in resolve_experiments("transfer")] == ["transfer"]
 
 
-def test_dry_run_counts_the_transfer_grid(mnist_small: object) -> None:
+def test_dry_run_counts_the_transfer_grid(mnist_small: object, tmp_path: Path) -> None:
     app = typer.Typer()
     command.register(app)
-    result = CliRunner().invoke(app, ["experiment", "transfer", "--dataset", "mnist", "--dry-run"])
+    fresh = ["--out", str(tmp_path), "--target-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, ["experiment", "transfer", "--dataset", "mnist", "--dry-run", *fresh])
     assert result.exit_code == 0, result.output
     # 4 strategies x 5 repeats to 20k queries, and the white-box cell
     assert "mnist: 20 steal runs and 1 other cells, 400,000 queries" in result.output

@@ -24,17 +24,17 @@ import numpy as np
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import Inputs, InputSpec, load_inputs, torch_threads
 from activethief.experiments.snapshots import SnapshotKeeper, shared_snapshots
+from activethief.selection import make_seeder, make_strategy
 from activethief.thief import RoundRecord, StealResult, steal
 from activethief.training import FitConfig
 
 # Cost model of `Task.work`, in sample steps: one image through one training step (forward and backward),
-# about 1/SAMPLE_STEPS_PER_SECOND s with 2 threads (measured with `fit`: 5,000-6,400 images/s for cnn2).
-# Predicting one image costs PREDICT_COST of that (calibrated at ~40k images/s; channels-last eager now
-# predicts ~27k, yet one repeat of the grid took 0.94 h against 1.3 h estimated, so the model still errs
-# long), k-means seeding KMEANS_COST per pool image; early stopping usually ends a cold round after
-# TYPICAL_EPOCHS.
-SAMPLE_STEPS_PER_SECOND = 5000.0
-PREDICT_COST = 0.125
+# about 1/SAMPLE_STEPS_PER_SECOND s with 2 threads; predicting one image costs PREDICT_COST of that,
+# k-means seeding KMEANS_COST per pool image; early stopping usually ends a cold round after
+# TYPICAL_EPOCHS. Calibrated on the grid's own rows (2 cores, channels-last fit and predict): warm rounds
+# train ~7,950 images/s, cold ones ~8,650, the per-cell time left over fits ~24,700 predicted images/s.
+SAMPLE_STEPS_PER_SECOND = 8000.0
+PREDICT_COST = 0.32
 KMEANS_COST = 0.25
 DEFAULT_TEST_SIZE = 10_000  # when the grid uses the whole test set
 TYPICAL_EPOCHS = 8
@@ -137,7 +137,11 @@ class StealCell:
         sizes = self.train_sizes()
         fit = params.fit
         train = sum(training_steps(fit, n, warm=i > 0) * fit.batch_size for i, n in enumerate(sizes))
-        predicted = len(sizes) * (pool_size + (params.test_size or DEFAULT_TEST_SIZE))
+        # Every round measures on the test set; the pool is scored only where the seeding or the strategy
+        # reads scores, in the seed round and every round that selects (all but the last).
+        scorings = int(make_seeder(self.seeding).needs_probs)
+        scorings += (len(sizes) - 1) * int(make_strategy(self.strategy).needs_probs)
+        predicted = (len(sizes) + 1) * (params.test_size or DEFAULT_TEST_SIZE) + scorings * pool_size
         cost = train + predicted * PREDICT_COST
         if "kmeans" in self.seeding:
             cost += pool_size * KMEANS_COST

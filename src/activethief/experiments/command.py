@@ -50,15 +50,26 @@ def experiment_command(
     ] = Path("runs/targets"),
     data_dir: Annotated[Path | None, typer.Option(help="Dataset cache folder.")] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the cells and their cost; run nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the cells, how many --out already holds, and their cost; run nothing."
+        ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run the study's experiments; finished cells are kept, so rerunning continues where it stopped."""
     from activethief.experiments.executors import make_executor
     from activethief.experiments.grid import QUICK, GridParams
+    from activethief.experiments.inputs import target_path
     from activethief.experiments.registry import resolve_experiments
-    from activethief.experiments.runner import plan_grid, pool_size_of, resolve_datasets, run_experiments
+    from activethief.experiments.runner import (
+        plan_grid,
+        pool_size_of,
+        resolve_datasets,
+        run_experiments,
+        trained_settings,
+        unfinished,
+    )
 
     params = (QUICK if quick else GridParams()).with_repeats(repeats)
     experiments = resolve_experiments(name)
@@ -67,14 +78,24 @@ def experiment_command(
         plan = plan_grid(
             experiments, datasets, params, {d: pool_size_of(d, params, data_dir) for d in datasets}
         )
+        settings = trained_settings(datasets, params, target_dir, data_dir)
+        todo = unfinished(plan, out, settings)
         for ds, tasks in plan.by_dataset().items():
+            left = [t for t in todo if t.dataset == ds]
+            done = (
+                f"{len(tasks) - len(left)} done in {out}"
+                if ds in settings
+                else f"no target at {target_path(target_dir, ds)} yet (trained first, a few minutes)"
+            )
             typer.echo(
                 f"{ds}: {_runs(tasks)}, {plan.queries(tasks):,} queries, "
-                f"about {plan.seconds(tasks) / 3600:.1f} h on one 2-thread worker"
+                f"about {plan.seconds(tasks) / 3600:.1f} h on one 2-thread worker; "
+                f"{done}, {len(left)} to run (about {plan.seconds(left) / 3600:.1f} h)"
             )
         typer.echo(
             f"total: {_runs(plan.tasks)}, {plan.queries():,} queries, "
-            f"about {plan.seconds() / 3600:.1f} h on one worker"
+            f"about {plan.seconds() / 3600:.1f} h on one worker; {len(todo)} cells to run "
+            f"(about {plan.seconds(todo) / 3600:.1f} h)"
         )
         return
     executor = make_executor(workers=workers, threads=threads, ray_address=ray_address)

@@ -16,7 +16,7 @@ from activethief.errors import ConfigError
 from activethief.experiments.cells import SAMPLE_STEPS_PER_SECOND, Job, Outcome, Task
 from activethief.experiments.executors import Executor, SerialExecutor
 from activethief.experiments.grid import GridParams
-from activethief.experiments.inputs import InputSpec, ensure_target, load_inputs, settings_for
+from activethief.experiments.inputs import InputSpec, ensure_target, load_inputs, settings_for, target_path
 from activethief.experiments.registry import Experiment, Scope, plan_tasks, resolve_experiments
 from activethief.experiments.snapshots import safe_name
 from activethief.experiments.store import (
@@ -95,6 +95,48 @@ def pool_size_of(dataset: str, params: GridParams, data_dir: Path | str | None =
     return full if params.pool_size is None else min(params.pool_size, full)
 
 
+def input_spec(dataset: str, target: Path, params: GridParams, data_dir: Path | str | None) -> InputSpec:
+    """What a cell of `dataset` loads: the pool and test slices, and the target at `target`."""
+    return InputSpec(
+        dataset,
+        str(target.resolve()),
+        params.pool_size,
+        params.test_size,
+        None if data_dir is None else str(data_dir),
+    )
+
+
+def trained_settings(
+    datasets: Sequence[str],
+    params: GridParams,
+    target_dir: Path | str,
+    data_dir: Path | str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The row settings of each dataset whose target is already trained (nothing is trained here)."""
+    settings = {}
+    for dataset in datasets:
+        path = target_path(target_dir, dataset)
+        if path.is_file():
+            inputs = load_inputs(input_spec(dataset, path, params, data_dir), 1)
+            settings[dataset] = settings_for(inputs, params)
+    return settings
+
+
+def unfinished(plan: Plan, out: Path, settings: dict[str, dict[str, Any]]) -> list[Task]:
+    """The plan's tasks with no finished rows under `out`, longest first (so a pool ends evenly).
+
+    A dataset missing from `settings` (its target is not trained yet) has no finished task.
+    """
+    done = Results(complete_cells(read_rows(out / CELLS)), settings)
+    todo = [
+        t
+        for t in plan.tasks
+        if t.dataset not in settings
+        or not done.covers(settings[t.dataset]["settings_id"], t.share_key, t.size)
+    ]
+    return sorted(todo, key=lambda t: -plan.work_of(t))
+
+
 @dataclass
 class GridReport:
     """What `run_experiments` did."""
@@ -160,13 +202,7 @@ def run_experiments(
     pool_sizes: dict[str, int] = {}
     for dataset in dataset_names:
         path = ensure_target(dataset, target_dir, data_dir=data_dir, log=say)
-        spec = InputSpec(
-            dataset,
-            str(path.resolve()),
-            params.pool_size,
-            params.test_size,
-            None if data_dir is None else str(data_dir),
-        )
+        spec = input_spec(dataset, path, params, data_dir)
         inputs = load_inputs(spec, executor.threads)
         specs[dataset], pool_sizes[dataset] = spec, len(inputs.pool)
         settings[dataset] = settings_for(inputs, params)
@@ -178,9 +214,7 @@ def run_experiments(
             "trained_test_accuracy": inputs.target_metadata.get("test_accuracy"),
         }
     plan = plan_grid(experiments, dataset_names, params, pool_sizes)
-    done = Results(complete_cells(read_rows(out / CELLS)), settings)
-    todo = [t for t in plan.tasks if not done.covers(settings[t.dataset]["settings_id"], t.share_key, t.size)]
-    todo.sort(key=lambda t: -plan.work_of(t))  # longest first: the pool ends evenly
+    todo = unfinished(plan, out, settings)
 
     report = GridReport(
         experiments=[e.name for e in experiments],

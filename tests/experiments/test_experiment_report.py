@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def test_report_writes_every_table_and_figure(serial_run: GridRun, tmp_path: Pat
     ):
         assert heading in readme
     assert all(f"]({name})" in readme for name in FIGURES)
+    time_line = next(line for line in readme.splitlines() if line.startswith("Grid wall time"))
+    assert re.search(r"cells' own time summed: \d+\.\d\d h \(.*steal \d+\.\d\d h", time_line)
 
 
 def test_report_includes_the_written_reading(serial_run: GridRun, tmp_path: Path) -> None:

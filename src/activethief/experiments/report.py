@@ -251,11 +251,14 @@ def _page(
     lines += ["## Time", ""]
     invocations = config.get("invocations", [])
     wall = sum(float(i.get("wall_seconds", 0.0)) for i in invocations)
-    cell_total = sum(g["cell_seconds"] for g in timing)
+    by_kind: dict[str, float] = {}
+    for g in timing:
+        by_kind[str(g["kind"])] = by_kind.get(str(g["kind"]), 0.0) + g["cell_seconds"]
+    kinds = ", ".join(f"{k} {v / 3600:.2f} h" for k, v in by_kind.items())
     lines += [
         f"Grid wall time over {len(invocations)} invocation(s): {wall / 3600:.2f} h; cells' own time summed: "
-        f"{cell_total / 3600:.2f} h (more than the wall time when cells ran in parallel). Shared cells are "
-        f"counted once.",
+        f"{sum(by_kind.values()) / 3600:.2f} h ({kinds}; more than the wall time when cells ran in "
+        f"parallel). Shared cells are counted once.",
         "",
         _table(
             [*TIME_KEYS, "cells", "queries", "cell min", "train min", "select min", "query min"],

@@ -36,11 +36,11 @@ from activethief.selection import STRATEGIES
 
 SEEDING = "random"
 # One attack step on one image (a forward and a backward pass, no optimiser) in `Task.work`'s sample
-# steps, and one prediction of an attacked image. Calibrated on the transfer experiment's own rows
-# (five repeats, 2 cores): with the steal part's cost as calibrated in `cells`, the attacks took a fifth
-# of what these were first guessed at (1.0 and 4 * PREDICT_COST), ~19 s per cell for 5 budgets.
+# steps; an attacked image's predictions cost PREDICT_COST each, as in bulk. Calibrated on the transfer
+# experiment's own rows (five repeats, 2 cores): with the steal part's cost as calibrated in `cells`, the
+# attacks took a fifth of what was first guessed (1.0 a step, 4 * PREDICT_COST a prediction), ~19 s per
+# cell for 5 budgets.
 ATTACK_STEP_COST = 0.2
-EAGER_PREDICT_COST = PREDICT_COST
 
 # The anchor of section 3 of the issue.
 PAPERNOT_PCT, PAPERNOT_QUERIES = 84.24, 6400
@@ -56,7 +56,7 @@ def attack_seed(base_seed: int, dataset: str, method: str, eps: float, repeat: i
 def _per_image_cost(methods: Sequence[str], epsilons: Sequence[float]) -> float:
     """Sample steps per attacked image for every (method, ε): the attack's steps and three predictions."""
     steps = sum(int(getattr(make_attack(m), "steps", 1)) for m in methods)
-    return len(epsilons) * (steps * ATTACK_STEP_COST + len(methods) * 3 * EAGER_PREDICT_COST)
+    return len(epsilons) * (steps * ATTACK_STEP_COST + len(methods) * 3 * PREDICT_COST)
 
 
 def _pct(value: Any) -> float | None:

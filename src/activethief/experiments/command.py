@@ -75,10 +75,13 @@ def experiment_command(
     experiments = resolve_experiments(name)
     datasets = resolve_datasets(dataset)
     if dry_run:
-        plan = plan_grid(
-            experiments, datasets, params, {d: pool_size_of(d, params, data_dir) for d in datasets}
-        )
         settings = trained_settings(datasets, params, target_dir, data_dir)
+        # A trained dataset's settings already hold its pool size; only the others load their pool for it.
+        pool_sizes = {
+            d: settings[d]["pool_size"] if d in settings else pool_size_of(d, params, data_dir)
+            for d in datasets
+        }
+        plan = plan_grid(experiments, datasets, params, pool_sizes)
         todo = unfinished(plan, out, settings)
         for ds, tasks in plan.by_dataset().items():
             left = [t for t in todo if t.dataset == ds]

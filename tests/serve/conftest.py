@@ -14,6 +14,7 @@ from serve_helpers import KEYS_TOML, LiveServer
 
 from activethief import models
 from activethief.serve import build_service
+from activethief.serve.connections import ConnectionLimits
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +49,10 @@ def start_server(target_file: Path, keys_file: Path) -> Iterator[Callable[..., L
     """Start servers (fresh in-memory state unless `state=` names a file); all stop at teardown."""
     servers: list[LiveServer] = []
 
-    def start(target: Path | None = None, **options: Any) -> LiveServer:
-        server = LiveServer(build_service(target or target_file, keys_file, **options))
+    def start(
+        target: Path | None = None, limits: ConnectionLimits | None = None, **options: Any
+    ) -> LiveServer:
+        server = LiveServer(build_service(target or target_file, keys_file, **options), limits)
         servers.append(server)
         return server
 

@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 
 from activethief.serve import create_app
+from activethief.serve.app import uvicorn_config
+from activethief.serve.connections import ConnectionLimits
 from activethief.serve.service import InferenceService
 
 KEYS = {
@@ -27,6 +29,7 @@ KEYS = {
     "race": "race-secret-key-0006",
     "slow": "slow-secret-key-0007",
     "thief": "thief-secret-key-0008",
+    "ops": "ops-admin-secret-key-0009",
 }
 
 KEYS_TOML = f"""
@@ -61,6 +64,10 @@ burst = 20
 [keys.thief]
 key = "{KEYS["thief"]}"
 budget = 600
+
+[keys.ops]
+key = "{KEYS["ops"]}"
+admin = true
 """
 
 
@@ -88,9 +95,10 @@ def infer_body(images: np.ndarray, request_id: str | None = None, **extra: Any) 
 
 
 class LiveServer:
-    """A uvicorn server for one service, in a daemon thread, on a free loopback port."""
+    """A uvicorn server for one service, in a daemon thread, on a free loopback port, configured as
+    `serve()` configures it (guarded connections, our access log)."""
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(self, service: InferenceService, limits: ConnectionLimits | None = None) -> None:
         import uvicorn
 
         self.service = service
@@ -99,8 +107,8 @@ class LiveServer:
         sock.bind(("127.0.0.1", 0))
         self.port = int(sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(service), log_config=None, log_level="info", lifespan="off")
-        self.server = uvicorn.Server(config)
+        self.app = create_app(service, limits=limits)
+        self.server = uvicorn.Server(uvicorn_config(self.app, log_level="info"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20

@@ -166,7 +166,7 @@ def test_auth_refuses_missing_wrong_and_malformed_keys_without_logging_them(
     assert "POST /v2/models/mnist/infer" in logged  # the access log ran ...
     for secret in [*KEYS.values(), wrong_key]:
         assert secret not in logged  # ... and never shows a key
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = httpx.get(f"{server.url}/metrics", headers=auth("ops")).text
     assert all(secret not in metrics for secret in KEYS.values())
 
 
@@ -254,8 +254,8 @@ def test_idempotent_replay_is_answered_from_the_record_and_not_billed(
     assert _infer(server, "small", images[:10]).status_code == 200  # no id: billed each time
     assert _infer(server, "small", images[:10]).status_code == 200
     assert server.used("small") == 30
-    metrics = httpx.get(f"{server.url}/metrics").text
-    assert 'activethief_images_replayed_total{key="small"} 10' in metrics
+    metrics = httpx.get(f"{server.url}/metrics", headers=auth("ops")).text
+    assert 'activethief_images_replayed_total{key="small"} 10.0' in metrics
 
 
 # --- rate limit ---------------------------------------------------------------------------------
@@ -321,16 +321,16 @@ def test_metrics_count_requests_images_and_latency(
     assert _infer(server, "small", np.concatenate([images] * 4)[:94]).status_code == 402
     assert httpx.post(f"{server.model_url}/infer", content=b"x", headers=auth("small")).status_code == 400
     assert httpx.post(f"{server.model_url}/infer", content=b"x").status_code == 401
-    response = httpx.get(f"{server.url}/metrics")
+    response = httpx.get(f"{server.url}/metrics", headers=auth("ops"))
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = response.text
-    assert 'activethief_images_served_total{key="small"} 7' in text
-    assert 'activethief_images_refused_total{key="small",reason="budget"} 94' in text
-    assert 'activethief_requests_total{code="200",endpoint="infer",key="small"} 1' in text
-    assert 'activethief_requests_total{code="402",endpoint="infer",key="small"} 1' in text
-    assert 'activethief_requests_total{code="401",endpoint="infer",key="-"} 1' in text
-    assert 'activethief_request_duration_seconds_count{endpoint="infer"} 4' in text
-    assert 'activethief_budget_used_images{key="small"} 7' in text
-    assert 'activethief_budget_images{key="small"} 100' in text
+    assert 'activethief_images_served_total{key="small"} 7.0' in text
+    assert 'activethief_images_refused_total{key="small",reason="budget"} 94.0' in text
+    assert 'activethief_requests_total{code="200",endpoint="infer",key="small"} 1.0' in text
+    assert 'activethief_requests_total{code="402",endpoint="infer",key="small"} 1.0' in text
+    assert 'activethief_requests_total{code="401",endpoint="infer",key="-"} 1.0' in text
+    assert 'activethief_request_duration_seconds_count{endpoint="infer"} 4.0' in text
+    assert 'activethief_budget_used_images{key="small"} 7.0' in text
+    assert 'activethief_budget_images{key="small"} 100.0' in text
     for line in text.splitlines():  # every sample line: name{labels} value
         assert line.startswith("#") or (len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0)

@@ -315,11 +315,13 @@ def test_metrics_render_prometheus_text() -> None:
     metrics.count("activethief_requests_total", key="a", endpoint="infer", code="200")
     metrics.count("activethief_images_served_total", 5, key="a")
     metrics.observe_latency(0.003, endpoint="infer")
-    text = metrics.render()
-    assert 'activethief_requests_total{code="200",endpoint="infer",key="a"} 1' in text
-    assert 'activethief_images_served_total{key="a"} 5' in text
-    assert 'activethief_request_duration_seconds_bucket{endpoint="infer",le="0.0025"} 0' in text
-    assert 'activethief_request_duration_seconds_bucket{endpoint="infer",le="0.005"} 1' in text
-    assert 'activethief_request_duration_seconds_count{endpoint="infer"} 1' in text
-    assert 'activethief_budget_used_images{key="a"} 3' in text
+    text = metrics.render().decode()
+    assert 'activethief_requests_total{code="200",endpoint="infer",key="a"} 1.0' in text
+    assert 'activethief_images_served_total{key="a"} 5.0' in text
+    assert 'activethief_request_duration_seconds_bucket{endpoint="infer",le="0.0025"} 0.0' in text
+    assert 'activethief_request_duration_seconds_bucket{endpoint="infer",le="0.005"} 1.0' in text
+    assert 'activethief_request_duration_seconds_count{endpoint="infer"} 1.0' in text
+    assert 'activethief_budget_used_images{key="a"} 3.0' in text
+    assert metrics.value("activethief_images_served_total", key="a") == 5.0
+    assert metrics.value("activethief_images_served_total", key="nobody") == 0.0
     assert "# TYPE activethief_request_duration_seconds histogram" in text

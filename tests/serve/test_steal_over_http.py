@@ -176,8 +176,8 @@ def test_steal_killed_at_arbitrary_moments_and_resumed_pays_exactly_once(
             "parameters"
         ]
         assert params["budget_used"] == BUDGET  # the server billed exactly those, nothing twice
-        metrics = httpx.get(f"{server.url}/metrics").text
-        assert f'activethief_budget_used_images{{key="thief"}} {BUDGET}' in metrics
+        metrics = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEYS['ops']}"}).text
+        assert f'activethief_budget_used_images{{key="thief"}} {BUDGET}.0' in metrics
     finally:
         code = server.stop()
     log = server.output()

@@ -1,28 +1,45 @@
 """The web layer: Open Inference Protocol routes (FastAPI) over an InferenceService, and `serve()`.
 
-Public without a key: `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2`,
-`GET /v2/models/{name}[/versions/{v}]/ready` and `GET /metrics`. Everything else needs
-`Authorization: Bearer KEY`. Every error is a JSON body `{"error": "..."}` with a 4xx status.
+Public without a key: `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2` and
+`GET /v2/models/{name}[/versions/{v}]/ready`. `GET /metrics` needs an admin key (or use the separate
+metrics address, `serve(metrics_port=...)`). Everything else needs `Authorization: Bearer KEY`. Every
+error is a JSON body `{"error": "..."}` with a 4xx status (503 when the server is saturated).
+
+The access log (`activethief.serve.access`) never shows query strings, keys or unknown paths; a client
+that disconnects mid-request is logged and counted as 499, never as a server error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from torch import nn
 
 from activethief import models
 from activethief.errors import ConfigError
-from activethief.serve.keys import KeyRing, load_keys
-from activethief.serve.metrics import CONTENT_TYPE
+from activethief.serve.connections import (
+    ACCEPT_FLOOD,
+    ConnectionGuard,
+    ConnectionLimits,
+    RateLimitedLog,
+    ensure_descriptors,
+    guarded_protocol,
+)
+from activethief.serve.keys import KeyPolicy, KeyRing, load_keys
+from activethief.serve.metrics import CONTENT_TYPE, DISCONNECTED
 from activethief.serve.service import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BYTES,
@@ -33,6 +50,7 @@ from activethief.serve.service import (
 from activethief.serve.state import UsageStore
 
 log = logging.getLogger("activethief.serve")
+access_log = logging.getLogger("activethief.serve.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,6 +58,44 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _SCOPE_KEY = "activethief"  # per-request dict in the ASGI scope: key name and endpoint, for metrics
+_KEY_PARAMETERS = {"api_key", "apikey", "api-key", "key", "token", "access_token", "auth", "authorization"}
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its request body arrived."""
+
+
+def json_error(body: dict[str, Any], status: int, headers: Mapping[str, str] | None = None) -> Response:
+    """A JSON error response; ASCII-escaped, so no client-sent text can make encoding it fail."""
+    content = json.dumps(body, ensure_ascii=True, separators=(",", ":"), default=str).encode()
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
+class InflightBytes:
+    """Bounds the request bytes being read or parsed at once: a large body waits for room (or gets a
+    503), so N large requests at once cost at most `limit` bytes of bodies, whatever N is."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._room: asyncio.Condition | None = None
+
+    @asynccontextmanager
+    async def reserve(self, size: int, wait: float) -> AsyncIterator[None]:
+        """Hold `size` bytes (at most the limit) for the block; TimeoutError after `wait` seconds."""
+        size = min(size, self.limit)
+        room = self._room = self._room or asyncio.Condition()
+        async with room:
+            await asyncio.wait_for(room.wait_for(lambda: self.used + size <= self.limit), wait)
+            self.used += size
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            async with room:
+                self.used -= size
+                room.notify_all()
 
 
 def build_service(
@@ -51,9 +107,15 @@ def build_service(
     metadata: dict[str, Any] | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_inflight_bytes: int | None = None,
+    model_details: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> InferenceService:
-    """An InferenceService from a model file (or module + metadata), a keys file and a state file."""
+    """An InferenceService from a model file (or module + metadata), a keys file and a state file.
+
+    `max_inflight_bytes` (default 4 x `max_bytes`) bounds the request bodies read or parsed at once;
+    `model_details` publishes the training dataset and architecture in the model metadata.
+    """
     if isinstance(target, nn.Module):
         model, meta = target, dict(metadata or {})
         if "num_classes" not in meta:
@@ -67,12 +129,23 @@ def build_service(
     name = model_name or str(meta.get("dataset") or fallback)
     if max_batch < 1 or max_bytes < 1024:
         raise ConfigError(f"max_batch must be >= 1 and max_bytes >= 1024; got {max_batch} and {max_bytes}")
-    config = ServeConfig(model_name=name, max_batch=max_batch, max_bytes=max_bytes)
+    inflight = 4 * max_bytes if max_inflight_bytes is None else max_inflight_bytes
+    if inflight < max_bytes:
+        raise ConfigError(f"max_inflight_bytes ({inflight}) must be at least max_bytes ({max_bytes})")
+    config = ServeConfig(
+        model_name=name,
+        max_batch=max_batch,
+        max_bytes=max_bytes,
+        max_inflight_bytes=inflight,
+        model_details=model_details,
+    )
     return InferenceService(model, meta, ring, store, config, clock=clock)
 
 
-def create_app(service: InferenceService) -> FastAPI:
-    """The FastAPI application for a service (routes in the module docstring)."""
+def create_app(service: InferenceService, *, limits: ConnectionLimits | None = None) -> FastAPI:
+    """The FastAPI application for a service (routes in the module docstring); `limits` time request
+    bodies here and, through `uvicorn_config`, connections."""
+    limits = limits or ConnectionLimits()
     app = FastAPI(
         title="activethief serve",
         version=service.server_metadata()["version"],
@@ -81,6 +154,9 @@ def create_app(service: InferenceService) -> FastAPI:
         openapi_url=None,
     )
     app.state.service = service
+    app.state.guard = ConnectionGuard(limits)
+    inflight = InflightBytes(service.config.max_inflight_bytes)
+    app.state.inflight = inflight
 
     def tag(request: Request, endpoint: str, key: str | None = None) -> None:
         info = request.scope.setdefault(_SCOPE_KEY, {})
@@ -88,25 +164,39 @@ def create_app(service: InferenceService) -> FastAPI:
         if key is not None:
             info["key"] = key
 
-    async def authenticate(request: Request, endpoint: str) -> Any:
+    async def authenticate(
+        request: Request, endpoint: str, check: Callable[[str | None], KeyPolicy] | None = None
+    ) -> KeyPolicy:
         tag(request, endpoint)
-        policy = service.authenticate(request.headers.get("authorization"))
+        try:
+            policy = (check or service.authenticate)(request.headers.get("authorization"))
+        except ServeError as exc:
+            if exc.status == 401 and _key_in_query(request.scope.get("query_string", b"")):
+                exc.message += (
+                    "; API keys go in the Authorization header, never in the URL (URLs end up in logs): "
+                    "the query string is not read"
+                )
+            raise
         tag(request, endpoint, policy.name)
         return policy
 
     @app.exception_handler(ServeError)
-    async def serve_error(_: Request, exc: ServeError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    async def serve_error(_: Request, exc: ServeError) -> Response:
+        return json_error(exc.body(), exc.status, exc.headers)
+
+    @app.exception_handler(_ClientGone)
+    async def client_gone(_: Request, exc: _ClientGone) -> Response:
+        return Response(status_code=int(DISCONNECTED))  # nobody reads it: it labels the metrics and log
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        return json_error({"error": message}, exc.status_code, exc.headers)
 
     @app.exception_handler(Exception)
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+    async def internal_error(_: Request, exc: Exception) -> Response:
         log.error("internal error: %s: %s", type(exc).__name__, exc)
-        return JSONResponse({"error": "internal server error"}, status_code=500)
+        return json_error({"error": "internal server error"}, 500)
 
     @app.get("/v2/health/live")
     async def live(request: Request) -> dict[str, bool]:
@@ -150,10 +240,20 @@ def create_app(service: InferenceService) -> FastAPI:
         service.check_model(name, version)
         if request.headers.get("content-encoding", "identity").lower() != "identity":
             raise ServeError(415, "compressed request bodies are not supported; send them uncompressed")
-        body = await _read_body(request, service.config.max_bytes)
-        encoded = await run_in_threadpool(
-            service.infer, policy, body, request.headers.get("inference-header-content-length")
-        )
+        limit = service.config.max_bytes
+        declared = _declared_length(request, limit)
+        try:
+            async with inflight.reserve(declared or limit, wait=limits.body_timeout):
+                body = await _read_body(request, limit, limits.body_timeout)
+                encoded = await run_in_threadpool(
+                    service.infer, policy, body, request.headers.get("inference-header-content-length")
+                )
+        except TimeoutError:
+            raise ServeError(
+                503,
+                "the server is busy with other large requests; retry in a second",
+                headers={"Retry-After": "1"},
+            ) from None
         headers = (
             {}
             if encoded.header_length is None
@@ -163,7 +263,7 @@ def create_app(service: InferenceService) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        tag(request, "metrics")
+        await authenticate(request, "metrics", service.authorize_metrics)
         text = await run_in_threadpool(service.metrics.render)
         return Response(text, media_type=CONTENT_TYPE)
 
@@ -171,22 +271,49 @@ def create_app(service: InferenceService) -> FastAPI:
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    too_large = ServeError(
+def _key_in_query(query: bytes) -> bool:
+    """Whether the query string has a parameter that looks like an API key (never logged nor read)."""
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return any(name.strip().lower() in _KEY_PARAMETERS for name, _ in pairs)
+
+
+def _too_large(limit: int) -> ServeError:
+    return ServeError(
         413,
         f"request body exceeds this server's limit of {limit} bytes; send fewer images "
         "per request (or the binary tensor format)",
     )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+
+def _declared_length(request: Request, limit: int) -> int | None:
+    """The Content-Length, refused at once (before any byte is read) when over the limit."""
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        return None
+    if int(declared) > limit:
+        raise _too_large(limit)
+    return int(declared)
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytearray:
+    """The body in one growing buffer (no list of chunks to join: one copy, not two), within
+    `timeout` seconds (else 408) and `limit` bytes (else 413)."""
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                if len(body) + len(chunk) > limit:
+                    raise _too_large(limit)
+                body += chunk
+    except TimeoutError:
+        raise ServeError(
+            408,
+            f"the request body did not arrive within {timeout:g} s; send it faster or in smaller requests",
+            headers={"Connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        raise _ClientGone() from None
+    return body
 
 
 class _MetricsMiddleware:
@@ -214,11 +341,78 @@ class _MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
             metrics = self.service.metrics
             metrics.count(
                 "activethief_requests_total", key=info["key"], endpoint=info["endpoint"], code=str(status)
             )
-            metrics.observe_latency(time.perf_counter() - started, endpoint=info["endpoint"])
+            metrics.observe_latency(elapsed, endpoint=info["endpoint"])
+            _log_access(scope, info, status, elapsed)
+
+
+def _log_access(scope: Scope, info: dict[str, str], status: int, elapsed: float) -> None:
+    """One access-log line: client, method, path (no query string; unknown paths not shown), status,
+    key name, milliseconds."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    client = scope.get("client")
+    where = f"{client[0]}:{client[1]}" if client else "-"
+    path = scope.get("path", "") if info["endpoint"] != "other" else "(unknown path)"
+    method = str(scope.get("method", "-"))[:16]
+    note = " client disconnected" if str(status) == DISCONNECTED else ""
+    access_log.info(
+        '%s - "%s %s HTTP/%s" %d key=%s %.1f ms%s',
+        where,
+        ascii(method)[1:-1],
+        ascii(path)[1:-1],
+        scope.get("http_version", "1.1"),
+        status,
+        info["key"],
+        elapsed * 1000,
+        note,
+    )
+
+
+def uvicorn_config(
+    app: FastAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+) -> Any:
+    """The uvicorn.Config that serves `app` under its connection limits (guarded h11 protocol, keep-alive
+    timeout), with uvicorn's own access log off (ours never shows query strings)."""
+    import uvicorn
+
+    guard: ConnectionGuard = app.state.guard
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=guarded_protocol(guard),
+        timeout_keep_alive=max(1, round(guard.limits.keep_alive)),
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+        log_config=None,  # the CLI (or the embedding program) configures logging
+    )
+
+
+def start_metrics_server(service: InferenceService, host: str, port: int) -> Any:
+    """Serve `/metrics` without a key on a separate address (prometheus_client's own server, in a
+    thread), for a network only the monitoring system reaches; returns the WSGI server."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=service.metrics.registry)
+    return server
+
+
+def install_log_limits() -> RateLimitedLog:
+    """Rate-limit asyncio's accept() flood message (one line per 10 s, no traceback)."""
+    flood = RateLimitedLog(ACCEPT_FLOOD)
+    logging.getLogger("asyncio").addFilter(flood)
+    return flood
 
 
 def serve(
@@ -227,9 +421,25 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     log_level: str = "info",
+    limits: ConnectionLimits | None = None,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
 ) -> None:
-    """Run the service with uvicorn until interrupted (Ctrl-C)."""
+    """Run the service with uvicorn until interrupted (Ctrl-C).
+
+    Args:
+        limits: timeouts and the connection cap (the cap is lowered to fit the open-files limit).
+        metrics_host, metrics_port: also serve `/metrics` without a key there (None: only with an
+            admin key, on the main address).
+    """
     import uvicorn
+
+    limits = limits or ConnectionLimits()
+    fits = ensure_descriptors(limits.max_connections)
+    if fits < limits.max_connections:
+        log.warning("only %d connections fit the open-files limit; capping connections there", fits)
+        limits = ConnectionLimits(**{**limits.__dict__, "max_connections": fits})
+    install_log_limits()
 
     log.info(
         "serving model %r (%d classes) to %d keys (%s) on http://%s:%d",
@@ -240,7 +450,16 @@ def serve(
         host,
         port,
     )
+    metrics_server = None
+    if metrics_port is not None:
+        metrics_server = start_metrics_server(service, metrics_host, metrics_port)
+        log.info("metrics on http://%s:%d/metrics (no key: keep this address private)", metrics_host,
+                 metrics_port)  # fmt: skip
+    app = create_app(service, limits=limits)
+    config = uvicorn_config(app, host=host, port=port, log_level=log_level)
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, server_header=False)
+        uvicorn.Server(config).run()
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         service.store.close()

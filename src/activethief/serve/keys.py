@@ -12,6 +12,10 @@ A keys file has one table per key, named by the key's *name* (what logs and metr
     rate = 200                    # images per second, token bucket (omit: unlimited)
     burst = 1000                  # bucket size in images (default: max(rate, max images per request))
 
+    [keys.ops]
+    key = "at-9a1f..."            # a monitoring key: may read /metrics (every key's usage)
+    admin = true
+
     [keys.bob]
     key_sha256 = "9b74c9897bac770ffc029102a200c5de..."  # or store only the SHA-256 of the secret
 
@@ -35,7 +39,7 @@ from activethief.oracle.modes import OutputMode
 MIN_KEY_LENGTH = 12
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_FIELDS = {"key", "key_sha256", "mode", "budget", "rate", "burst"}
+_FIELDS = {"key", "key_sha256", "mode", "budget", "rate", "burst", "admin"}
 _DEFAULT_FIELDS = {"mode", "budget", "rate", "burst"}
 
 
@@ -46,7 +50,8 @@ def hash_key(secret: str) -> str:
 
 @dataclass(frozen=True)
 class KeyPolicy:
-    """What one API key may do. `budget`, `rate` and `burst` are None when unlimited."""
+    """What one API key may do. `budget`, `rate` and `burst` are None when unlimited; `admin` keys may
+    also read `/metrics`, which shows every key's name and usage."""
 
     name: str
     key_sha256: str
@@ -54,6 +59,7 @@ class KeyPolicy:
     budget: int | None = None
     rate: float | None = None
     burst: float | None = None
+    admin: bool = False
 
     def bucket_size(self, max_batch: int) -> float | None:
         """Token-bucket capacity in images (None without a rate limit)."""
@@ -64,7 +70,7 @@ class KeyPolicy:
     def __repr__(self) -> str:  # never show the key digest in logs or tracebacks
         return (
             f"KeyPolicy(name={self.name!r}, mode={str(self.mode)!r}, budget={self.budget}, "
-            f"rate={self.rate}, burst={self.burst})"
+            f"rate={self.rate}, burst={self.burst}, admin={self.admin})"
         )
 
 
@@ -167,6 +173,9 @@ def _policy(name: str, entry: Mapping[str, Any], where: str) -> KeyPolicy:
         parsed_mode = OutputMode.parse(mode)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    admin = entry.get("admin", False)
+    if not isinstance(admin, bool):
+        raise ConfigError(f"{where}: `admin` must be true or false")
     return KeyPolicy(
         name=name,
         key_sha256=digest.lower(),
@@ -174,6 +183,7 @@ def _policy(name: str, entry: Mapping[str, Any], where: str) -> KeyPolicy:
         budget=_number(entry, "budget", where, integer=True),
         rate=_number(entry, "rate", where),
         burst=_number(entry, "burst", where),
+        admin=admin,
     )
 
 

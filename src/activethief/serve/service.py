@@ -59,14 +59,21 @@ class ServeError(Exception):
         return {"error": self.message, **self.extra}
 
 
+PREDICT_BATCH = 128  # images per forward pass: bounds the activations' memory of a 1,000-image request
+
+
 @dataclass(frozen=True)
 class ServeConfig:
-    """Server limits and names. `max_batch`: images per request; `max_bytes`: request body size."""
+    """Server limits and names. `max_batch`: images per request; `max_bytes`: request body size;
+    `max_inflight_bytes`: request bodies read or parsed at once; `model_details`: publish the training
+    dataset and architecture in the model metadata (off: only what the protocol needs)."""
 
     model_name: str
     model_version: str = "1"
     max_batch: int = DEFAULT_MAX_BATCH
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_inflight_bytes: int = 4 * DEFAULT_MAX_BYTES
+    model_details: bool = False
 
 
 class InferenceService:
@@ -122,6 +129,17 @@ class InferenceService:
             raise ServeError(401, "invalid API key", headers=challenge)
         return policy
 
+    def authorize_metrics(self, authorization: str | None) -> KeyPolicy:
+        """The policy of an admin key (may read /metrics), or a 401/403."""
+        policy = self.authenticate(authorization)
+        if not policy.admin:
+            raise ServeError(
+                403,
+                f"key {policy.name!r} may not read /metrics (it shows every key's usage); use a key with "
+                "`admin = true`, or the server's separate metrics address (--metrics-port)",
+            )
+        return policy
+
     # --- metadata -------------------------------------------------------------------------------
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.config.model_name or version not in (None, self.config.model_version):
@@ -140,7 +158,9 @@ class InferenceService:
         }
 
     def model_metadata(self, policy: KeyPolicy) -> dict[str, Any]:
-        """OIP model metadata; `parameters` tell this key's output mode, budget and limits."""
+        """OIP model metadata: the protocol's fields, class names, and in `parameters` this key's own
+        output mode, budget, usage and limits (never another key's). The training dataset, architecture
+        and framework are shown only with `model_details`."""
         used = self.store.used(policy.name)
         params: dict[str, Any] = {
             "output_mode": str(policy.mode),
@@ -154,16 +174,17 @@ class InferenceService:
             params.update(budget=policy.budget, budget_left=max(0, policy.budget - used))
         if policy.rate is not None:
             params.update(rate_limit=policy.rate, rate_burst=policy.bucket_size(self.config.max_batch))
-        for name in ("dataset", "arch"):
-            if isinstance(self.metadata.get(name), str):
-                params[name] = self.metadata[name]
+        if self.config.model_details:
+            for name in ("dataset", "arch"):
+                if isinstance(self.metadata.get(name), str):
+                    params[name] = self.metadata[name]
         names = self.metadata.get("class_names")
         if isinstance(names, list):
             params["class_names"] = ",".join(str(n) for n in names)
         return {
             "name": self.config.model_name,
             "versions": [self.config.model_version],
-            "platform": "pytorch",
+            "platform": "pytorch" if self.config.model_details else "",
             "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
             "outputs": [
                 {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, self.num_classes]},
@@ -173,7 +194,9 @@ class InferenceService:
         }
 
     # --- inference ------------------------------------------------------------------------------
-    def infer(self, policy: KeyPolicy, body: bytes, header_length: str | None = None) -> EncodedResponse:
+    def infer(
+        self, policy: KeyPolicy, body: bytes | bytearray, header_length: str | None = None
+    ) -> EncodedResponse:
         """Answer one infer request for `policy`'s key, or raise a ServeError saying why not."""
         try:
             request = parse_infer_request(
@@ -206,7 +229,7 @@ class InferenceService:
         used = self.store.used(policy.name)
         if policy.budget is not None and used + count > policy.budget:  # refuse before computing
             raise self._budget_refusal(policy, count, used)
-        answers = policy.mode.apply(predict_proba(self.model, request.images))
+        answers = policy.mode.apply(predict_proba(self.model, request.images, batch_size=PREDICT_BATCH))
         try:
             earlier = self.store.charge(
                 policy.name,

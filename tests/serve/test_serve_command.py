@@ -27,7 +27,9 @@ def test_serve_command_builds_the_service_from_its_options(
     started: dict[str, Any] = {}
     monkeypatch.setattr(web, "serve", lambda service, **options: started.update(service=service, **options))
     state = tmp_path / "state.sqlite"
-    options = ["--state", str(state), "--max-batch", "30", "--max-bytes", "65536", "--model-name", "digits"]
+    options = ["--state", str(state), "--max-batch", "30", "--max-bytes", "65536", "--model-name", "digits",
+               "--max-connections", "40", "--header-timeout", "3", "--body-timeout", "7", "--metrics-port",
+               "9123", "--model-details", "--max-inflight-bytes", "131072"]  # fmt: skip
     result = CliRunner().invoke(
         app, ["serve", str(target_file), "--keys", str(keys_file), "--port", "8123", *options]
     )
@@ -40,6 +42,10 @@ def test_serve_command_builds_the_service_from_its_options(
         65536,
     )
     assert service.store.path == str(state) and len(service.keys) == len(KEYS)
+    limits = started["limits"]
+    assert (limits.max_connections, limits.header_timeout, limits.body_timeout) == (40, 3.0, 7.0)
+    assert (started["metrics_host"], started["metrics_port"]) == ("127.0.0.1", 9123)
+    assert service.config.model_details and service.config.max_inflight_bytes == 131072
     service.store.close()
 
 
@@ -55,6 +61,10 @@ def test_serve_command_errors_are_one_clean_line(target_file: Path, keys_file: P
     assert missing_target.exit_code == 1 and "does not exist" in missing_target.output
     bad_limit = runner.invoke(app, ["serve", str(target_file), "--keys", str(keys_file), "--max-batch", "0"])
     assert bad_limit.exit_code == 1 and "--max-batch" in bad_limit.output
+    bad_timeout = runner.invoke(
+        app, ["serve", str(target_file), "--keys", str(keys_file), "--body-timeout", "0"]
+    )
+    assert bad_timeout.exit_code == 1 and "--body-timeout" in bad_timeout.output
 
 
 def test_serve_command_names_the_extra_when_fastapi_is_missing(

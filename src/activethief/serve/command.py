@@ -16,7 +16,7 @@ EXTRA_HINT = "pip install 'activethief[serve]'"
 
 def require_serve_extra() -> None:
     """Raise a ConfigError naming the install command when the web stack is missing."""
-    for module in ("fastapi", "uvicorn"):
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
         try:
             importlib.import_module(module)
         except ImportError:
@@ -52,6 +52,53 @@ def register(app: typer.Typer) -> None:
         max_bytes: Annotated[
             int, typer.Option("--max-bytes", help="Largest request body in bytes (more: 413).")
         ] = 32 * 1024 * 1024,
+        max_inflight_bytes: Annotated[
+            int | None,
+            typer.Option(
+                "--max-inflight-bytes",
+                help="Body bytes read or parsed at once; more wait, then 503 (default: 4 x --max-bytes).",
+            ),
+        ] = None,
+        max_connections: Annotated[
+            int,
+            typer.Option(
+                "--max-connections", help="Open connections at most; the oldest idle one makes room."
+            ),
+        ] = 512,
+        header_timeout: Annotated[
+            float,
+            typer.Option(
+                "--header-timeout", help="Seconds to send a request head (from connect or last answer)."
+            ),
+        ] = 10.0,
+        keep_alive: Annotated[
+            float,
+            typer.Option("--timeout-keep-alive", help="Seconds an idle keep-alive connection stays open."),
+        ] = 5.0,
+        body_timeout: Annotated[
+            float, typer.Option("--body-timeout", help="Seconds to send a whole request body (more: 408).")
+        ] = 60.0,
+        write_timeout: Annotated[
+            float,
+            typer.Option(
+                "--write-timeout", help="Seconds a client may leave its answer unread before it is dropped."
+            ),
+        ] = 30.0,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(
+                "--metrics-port", help="Also serve /metrics without a key on this port (keep it private)."
+            ),
+        ] = None,
+        metrics_host: Annotated[
+            str, typer.Option("--metrics-host", help="Address for --metrics-port.")
+        ] = "127.0.0.1",
+        model_details: Annotated[
+            bool,
+            typer.Option(
+                "--model-details", help="Show the training dataset and architecture in the model metadata."
+            ),
+        ] = False,
         log_level: Annotated[
             str, typer.Option("--log-level", help="debug, info, warning or error.")
         ] = "info",
@@ -59,6 +106,7 @@ def register(app: typer.Typer) -> None:
         """Serve a target over HTTP (KServe V2 / Triton REST) with per-key output mode, budget, rate limit."""
         require_serve_extra()
         from activethief.serve.app import build_service, serve
+        from activethief.serve.connections import ConnectionLimits
 
         if max_batch < 1 or max_bytes < 1024:
             raise ConfigError(
@@ -66,8 +114,36 @@ def register(app: typer.Typer) -> None:
             )
         if log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level must be debug, info, warning or error; got {log_level!r}")
+        try:
+            limits = ConnectionLimits(
+                header_timeout=header_timeout,
+                keep_alive=keep_alive,
+                body_timeout=body_timeout,
+                write_timeout=write_timeout,
+                max_connections=max_connections,
+            )
+        except ValueError:
+            raise ConfigError(
+                "--header-timeout, --timeout-keep-alive, --body-timeout and --write-timeout must be > 0, "
+                "and --max-connections >= 1"
+            ) from None
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
         service = build_service(
-            target, keys, state=state, model_name=model_name, max_batch=max_batch, max_bytes=max_bytes
+            target,
+            keys,
+            state=state,
+            model_name=model_name,
+            max_batch=max_batch,
+            max_bytes=max_bytes,
+            max_inflight_bytes=max_inflight_bytes,
+            model_details=model_details,
         )
-        serve(service, host=host, port=port, log_level=log_level)
+        serve(
+            service,
+            host=host,
+            port=port,
+            log_level=log_level,
+            limits=limits,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+        )

@@ -114,7 +114,7 @@ def test_url_and_key_errors_are_clear(
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()  # nothing listens there now
-    with pytest.raises(OracleError, match="failed after 2 tries; last error: ConnectError"):
+    with pytest.raises(OracleError, match=r"failed after 2 tries over 0 s .*; last error: ConnectError"):
         oracles(f"http://127.0.0.1:{port}/v2/models/x", max_retries=1, sleep=lambda s: None)
 
 
@@ -248,10 +248,82 @@ def test_retries_back_off_on_5xx_and_connection_errors_and_respect_retry_after()
     broken = HttpOracle(
         "http://far.example/v2/models/m", transport=failing, max_retries=2, sleep=lambda s: None
     )
-    with pytest.raises(OracleError, match=r"failed after 3 tries; last error: HTTP 500: boom"):
+    with pytest.raises(OracleError, match=r"failed after 3 tries over 0 s .*; last error: HTTP 500: boom"):
         broken.query(np.zeros((1, 1, 28, 28), np.float32))
     garbled = _scripted([httpx.Response(200, content=b"<html>")])
     with pytest.raises(OracleError, match="cannot read"):
         HttpOracle("http://far.example/v2/models/m", transport=garbled).query(
             np.zeros((1, 1, 28, 28), np.float32)
         )
+
+
+class FakeClock:
+    """Monotonic time that only moves when the oracle sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _down_for(seconds: float, clock: FakeClock) -> httpx.MockTransport:
+    """A server that refuses connections for `seconds` (by the fake clock), then answers."""
+    metadata = {"name": "m", "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}]}
+    answer = {
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [0.2, 0.3, 0.5]}]
+    }
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/infer"):
+            return httpx.Response(200, json=metadata)
+        if clock.now < seconds:
+            raise httpx.ConnectError("connection refused")
+        return httpx.Response(200, json=answer)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("downtime", [8.0, 15.0, 90.0])
+def test_the_default_retry_window_rides_out_a_server_restart(downtime: float) -> None:
+    clock = FakeClock()
+    oracle = HttpOracle(
+        "http://far.example/v2/models/m", transport=_down_for(downtime, clock), sleep=clock.sleep, clock=clock
+    )
+    answers = oracle.query(np.zeros((1, 1, 28, 28), np.float32))
+    np.testing.assert_allclose(answers, [[0.2, 0.3, 0.5]])
+    assert oracle.backend.retry_for == 120.0
+    assert max(clock.slept) <= 10.0  # backoff capped
+    assert downtime <= clock.now <= downtime + 10.0  # resent soon after the server came back
+    oracle.close()
+
+
+def test_a_server_down_longer_than_the_window_ends_with_a_resume_hint() -> None:
+    clock = FakeClock()
+    oracle = HttpOracle(
+        "http://far.example/v2/models/m",
+        transport=_down_for(1e9, clock),
+        retry_for=30.0,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    with pytest.raises(OracleError, match=r"retry_for=30 s.*--resume to continue the run") as caught:
+        oracle.query(np.zeros((1, 1, 28, 28), np.float32))
+    assert "ConnectError" in str(caught.value)
+    assert clock.now <= 30.0 and len(clock.slept) >= 4
+    assert oracle.answered()[0].size == 0  # nothing recorded as answered
+    oracle.close()
+    no_retries = HttpOracle(
+        "http://far.example/v2/models/m", transport=_down_for(1e9, clock), retry_for=0, sleep=clock.sleep
+    )
+    slept_before = len(clock.slept)
+    with pytest.raises(OracleError, match="failed after 1 tries"):
+        no_retries.query(np.zeros((1, 1, 28, 28), np.float32))
+    assert len(clock.slept) == slept_before
+    with pytest.raises(OracleError, match="retry_for >= 0"):
+        HttpOracle("http://far.example/v2/models/m", transport=_down_for(0, clock), retry_for=-1)

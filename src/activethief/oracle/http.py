@@ -29,6 +29,8 @@ API_KEY_ENV = "ACTIVETHIEF_API_KEY"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 DEFAULT_REQUEST_SIZE = 1000
+DEFAULT_RETRY_FOR = 120.0  # seconds: rides out an ordinary server restart
+DEFAULT_MAX_BACKOFF = 10.0
 
 
 class RemoteRefusalError(OracleError):
@@ -74,25 +76,42 @@ class HttpBackend:
         model: str | None = None,
         mode: str | OutputMode | None = None,
         timeout: float = 30.0,
-        max_retries: int = 5,
+        retry_for: float = DEFAULT_RETRY_FOR,
+        max_retries: int | None = None,
         batch_size: int | None = None,
         binary: bool = True,
         backoff: float = 0.5,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
         max_rate_wait: float = 3600.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_retries < 0 or timeout <= 0 or (batch_size is not None and batch_size < 1):
-            raise OracleError("need max_retries >= 0, timeout > 0 and batch_size >= 1 (or None)")
+        if (
+            (max_retries is not None and max_retries < 0)
+            or timeout <= 0
+            or retry_for < 0
+            or backoff < 0
+            or max_backoff < backoff
+            or (batch_size is not None and batch_size < 1)
+        ):
+            raise OracleError(
+                "need timeout > 0, retry_for >= 0, 0 <= backoff <= max_backoff, max_retries >= 0 (or None) "
+                "and batch_size >= 1 (or None)"
+            )
         base, url_model, self.version = _split_url(url)
         api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = base
         self.binary = binary
+        self.retry_for = retry_for
         self.max_retries = max_retries
         self.backoff = backoff
+        self.max_backoff = max_backoff
         self.max_rate_wait = max_rate_wait
         self._sleep = sleep
+        self._clock = clock
+        self._jitter = random.Random()  # its own generator: jitter de-correlates clients, so not seeded
         self._client = httpx.Client(base_url=base, headers=headers, timeout=timeout, transport=transport)
         try:
             self.model = model or url_model or self._only_model()
@@ -211,8 +230,10 @@ class HttpBackend:
         return names[0]
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send with retries: 429 waits for Retry-After; 5xx and connection errors back off exponentially."""
+        """Send with retries: 429 waits for Retry-After; 5xx and connection errors back off exponentially
+        (capped at `max_backoff`, with jitter) for up to `retry_for` seconds from the first failure."""
         attempt, rate_waited = 0, 0.0
+        first_failure: float | None = None
         while True:
             try:
                 response = self._client.request(method, path, **kwargs)
@@ -232,11 +253,19 @@ class HttpBackend:
                     return self._checked(response)
                 problem = f"HTTP {response.status_code}: {_message(response)}"
             attempt += 1
-            if attempt > self.max_retries:
+            now = self._clock()
+            first_failure = now if first_failure is None else first_failure
+            waited = now - first_failure
+            delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * self._jitter.uniform(0.5, 1.0)
+            out_of_tries = self.max_retries is not None and attempt > self.max_retries
+            if out_of_tries or waited + delay > self.retry_for:
                 raise OracleError(
-                    f"{method} {self.url}{path} failed after {attempt} tries; last error: {problem}"
+                    f"{method} {self.url}{path} failed after {attempt} tries over {waited:.0f} s "
+                    f"(retry_for={self.retry_for:g} s); last error: {problem}. Once the server answers "
+                    "again, run the same command with --resume to continue the run: nothing already "
+                    "answered is paid for twice"
                 )
-            self._sleep(min(30.0, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+            self._sleep(delay)
 
     def _checked(self, response: httpx.Response) -> httpx.Response:
         code = response.status_code
@@ -304,12 +333,17 @@ class HttpOracle(Oracle):
         budget: the most queries this client will pay for (None: the server's budget is the limit).
         ledger: a path (SQLite file), a `Ledger`, or None for an in-memory ledger.
         timeout: seconds per HTTP request.
-        max_retries: resends after 5xx answers or connection errors (429 waits do not count).
+        retry_for: seconds to keep resending after 5xx answers, timeouts or connection errors, counted
+            from the first failure of a request (the default rides out an ordinary server restart);
+            0: never resend. The final error says that `--resume` continues the run.
+        max_retries: also stop after this many resends (None: only `retry_for` limits them).
         batch_size: images per HTTP request (default: the server's `max_batch_size`).
         binary: send and receive tensors in Triton's binary format (exact and fast) instead of JSON.
-        backoff: seconds before the first resend; doubled each time (with jitter), at most 30 s.
+        backoff: seconds before the first resend; doubled each time (with jitter), at most `max_backoff`.
+        max_backoff: the longest wait between two resends.
         transport: an httpx transport, for tests.
         sleep: how to wait (for tests).
+        clock: monotonic seconds, for the retry window (for tests).
 
     Example:
         >>> oracle = HttpOracle("http://127.0.0.1:8080/v2/models/mnist", api_key="...", ledger="l.sqlite")
@@ -328,12 +362,15 @@ class HttpOracle(Oracle):
         budget: int | None = None,
         ledger: Ledger | Path | str | None = None,
         timeout: float = 30.0,
-        max_retries: int = 5,
+        retry_for: float = DEFAULT_RETRY_FOR,
+        max_retries: int | None = None,
         batch_size: int | None = None,
         binary: bool = True,
         backoff: float = 0.5,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         backend = HttpBackend(
             url,
@@ -341,12 +378,15 @@ class HttpOracle(Oracle):
             model=model,
             mode=mode,
             timeout=timeout,
+            retry_for=retry_for,
             max_retries=max_retries,
             batch_size=batch_size,
             binary=binary,
             backoff=backoff,
+            max_backoff=max_backoff,
             transport=transport,
             sleep=sleep,
+            clock=clock,
         )
         try:
             super().__init__(backend, mode=backend.remote_mode or "probs", budget=budget, ledger=ledger)

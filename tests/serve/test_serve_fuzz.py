@@ -14,10 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serve_helpers import LiveServer, auth, infer_body
 
+REQUEST_KEYS = ("id", "inputs", "outputs", "parameters")
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
+# Text with lone surrogates too: valid JSON ("\ud800"), but not storable as UTF-8.
+odd_text = st.text(
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(max_codepoint=0x10FFFF),
+    max_size=8,
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8) | odd_text,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
@@ -124,3 +130,20 @@ def test_binary_tensors_with_wrong_sizes_get_4xx(
     header = json.dumps({"id": f"bin-{size}-{declared}-{count}", "inputs": [tensor]}).encode()
     body = header + np.random.default_rng(size).random(size // 4, dtype=np.float32).tobytes()
     _check(client.post("/infer", content=body, headers={"Inference-Header-Content-Length": str(len(header))}))
+
+
+@FUZZ
+@given(request_id=odd_text.filter(bool), unknown=st.none() | odd_text.filter(lambda t: t not in REQUEST_KEYS))
+def test_odd_ids_and_unknown_fields_get_4xx_or_answers_and_refusals_bill_nothing(
+    server: LiveServer, client: httpx.Client, valid: dict[str, Any], request_id: str, unknown: str | None
+) -> None:
+    doc = {**copy.deepcopy(valid), "id": f"odd-{request_id}"}
+    if unknown is not None:
+        doc[unknown] = 1
+    before = server.used("alice")
+    response = client.post("/infer", content=json.dumps(doc).encode())
+    _check(response)
+    if response.status_code != 200:
+        assert server.used("alice") == before
+    if unknown is not None:
+        assert response.status_code == 400 and "unknown field" in response.json()["error"]

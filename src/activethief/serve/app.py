@@ -459,6 +459,8 @@ def serve(
     config = uvicorn_config(app, host=host, port=port, log_level=log_level)
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a clean shutdown, exit 0
+        pass
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()

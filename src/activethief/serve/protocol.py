@@ -168,8 +168,12 @@ def _split_body(
     if len(header) >= _LIFT_MIN_BYTES:
         header, lifted = _lift_numeric_arrays(header)
     try:
-        return json.loads(header), binary, lifted
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        text = header.decode("utf-8")  # JSON over HTTP is UTF-8 (RFC 8259); json.loads would guess UTF-16
+    except UnicodeDecodeError:
+        raise ProtocolError(400, "request body must be JSON encoded as UTF-8") from None
+    try:
+        return json.loads(text), binary, lifted
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise ProtocolError(
             400,
             "request body is not valid JSON (binary data needs the Inference-Header-Content-Length header)",

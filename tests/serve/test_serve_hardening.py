@@ -334,3 +334,60 @@ def test_many_large_requests_at_once_stay_under_the_inflight_bound(
     assert set(codes) <= {200, 503} and 200 in codes
     assert server.app.state.inflight.peak <= 2 * (len(body) + 1024)
     assert server.app.state.inflight.used == 0
+
+
+class _FakeTransport(asyncio.Transport):
+    """Just enough of a transport for the protocol's timers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+
+def test_a_client_that_never_reads_its_answer_is_dropped_after_the_write_timeout() -> None:
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from activethief.serve.connections import ConnectionGuard, guarded_protocol
+
+    guard = ConnectionGuard(ConnectionLimits(write_timeout=0.05, header_timeout=60))
+    loop = asyncio.new_event_loop()
+    try:
+        config = uvicorn.Config(app=lambda scope, receive, send: None, log_config=None)
+        protocol_class = guarded_protocol(guard)
+        reader, stuck = (
+            protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+            for _ in range(2)
+        )
+        reader_transport, stuck_transport = _FakeTransport(), _FakeTransport()
+        reader.connection_made(reader_transport)
+        stuck.connection_made(stuck_transport)
+        reader.pause_writing()
+        stuck.pause_writing()
+        reader.resume_writing()  # this one reads again in time
+        loop.run_until_complete(asyncio.sleep(0.2))
+    finally:
+        loop.close()
+    assert stuck_transport.aborted and not reader_transport.aborted
+    assert guard.timed_out == 1 and list(guard.open) == [reader]

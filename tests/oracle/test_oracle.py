@@ -137,3 +137,39 @@ def test_unkeyed_queries_are_counted(pool: np.ndarray) -> None:
     assert oracle.used == 3
     with pytest.raises(BudgetExceededError):
         oracle.query(pool[:3])
+
+
+def test_a_callable_is_never_asked_for_free(pool: np.ndarray) -> None:
+    target = CountingTarget()
+    assert CallableOracle(target, 3).evaluate(pool[:5]) is None and target.images == 0
+    owned = CallableOracle(target, 3, free_evaluation=True)
+    assert owned.free_evaluation and owned.evaluate(pool[:5]) is not None
+    assert target.images == 5 and owned.used == 0  # the user's own model: free by their say-so
+
+
+def test_bought_evaluation_is_counted_apart_and_never_bought_twice(tmp_path: Path, pool: np.ndarray) -> None:
+    path = tmp_path / "ledger.sqlite"
+    target = CountingTarget()
+    oracle = CallableOracle(target, 3, budget=20, ledger=path)
+    oracle.query(pool[:4], keys=np.arange(4))
+    answers = oracle.buy_evaluation(pool[10:16], set_id="test:a")
+    assert answers.shape == (6, 3) and np.allclose(answers, target(pool[10:16]))
+    assert (oracle.used, oracle.evaluation_used, len(oracle.ledger)) == (10, 6, 4)
+    target.images = 0
+    reopened = CallableOracle(target, 3, budget=20, ledger=path)
+    assert np.array_equal(reopened.buy_evaluation(pool[10:16], set_id="test:a"), answers)
+    assert target.images == 0 and reopened.used == 10
+    with pytest.raises(BudgetExceededError):
+        reopened.buy_evaluation(pool[20:31], set_id="test:b")  # 11 more would pass the budget of 20
+    assert reopened.used == 10
+
+
+def test_a_pending_evaluation_request_is_replayed_not_rebought(tmp_path: Path, pool: np.ndarray) -> None:
+    path = tmp_path / "ledger.sqlite"
+    target = CountingTarget()
+    oracle = CallableOracle(target, 3, ledger=path)
+    oracle.ledger.begin_evaluation("eval-1", "test:a", np.arange(3))  # sent, then the process died
+    assert oracle.evaluation_used == 3  # it may have been billed
+    oracle.buy_evaluation(pool[:5], set_id="test:a")
+    assert target.calls == 2 and target.images == 5  # the replay (3) and the rest (2)
+    assert oracle.evaluation_used == 5 and not oracle.ledger.pending_evaluations()

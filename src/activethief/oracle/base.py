@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -18,7 +19,9 @@ class Backend(Protocol):
 
     `remote_mode` is the output mode the far side already applies (an API's policy), or None when the
     backend returns raw probabilities and the oracle applies its own mode. `answer` receives a request
-    id that stays the same when a request is replayed after a crash (an idempotency key).
+    id that stays the same when a request is replayed after a crash (an idempotency key). A backend
+    with an `owned = True` attribute is a model the user owns outright (a model file or module in this
+    process): only such a backend is asked for evaluation answers without counting them.
     """
 
     num_classes: int
@@ -84,8 +87,24 @@ class Oracle:
 
     @property
     def used(self) -> int:
-        """Queries paid for: answered pool points, requests in flight, and unkeyed images."""
-        return len(self.ledger) + self.ledger.pending_count() + self.ledger.unkeyed()
+        """Queries paid for: answered pool points, requests in flight, unkeyed images and evaluation
+        answers (`evaluation_used` of them)."""
+        return (
+            len(self.ledger)
+            + self.ledger.pending_count()
+            + self.ledger.unkeyed()
+            + self.ledger.evaluation_count()
+        )
+
+    @property
+    def evaluation_used(self) -> int:
+        """Queries paid for evaluation sets (`buy_evaluation`), included in `used`."""
+        return self.ledger.evaluation_count()
+
+    @property
+    def free_evaluation(self) -> bool:
+        """True when the target is a model the user owns outright, so `evaluate` costs nothing."""
+        return bool(getattr(self.backend, "owned", False))
 
     @property
     def remaining(self) -> int | None:
@@ -103,6 +122,21 @@ class Oracle:
                 f"expected [{len(images)}, {self.num_classes}] finite values"
             )
         return raw if self.backend.remote_mode is not None else self.mode.apply(raw)
+
+    def _ask_recorded(
+        self, images: np.ndarray, request_id: str, abandon: Callable[[str], None]
+    ) -> np.ndarray:
+        """`_ask` for a request recorded as pending; on failure, `abandon` it unless it may have been billed.
+
+        A request stays pending (to replay under the same id) only when it may have cost money: a
+        replayable backend that did not say the refusal cost nothing.
+        """
+        try:
+            return self._ask(images, request_id)
+        except Exception as exc:
+            if not getattr(self.backend, "replayable", False) or getattr(exc, "nothing_billed", False):
+                abandon(request_id)
+            raise
 
     def query(self, images: np.ndarray, *, keys: np.ndarray | None = None, round: int = 0) -> np.ndarray:
         """Answers [n, C] for `images`; with `keys` (pool indices) answers are cached in the ledger.
@@ -127,14 +161,7 @@ class Oracle:
             self._charge(len(fresh))
             request_id = uuid.uuid4().hex
             self.ledger.begin(request_id, keys[fresh], round)
-            try:
-                answers = self._ask(x[fresh], request_id)
-            except Exception as exc:
-                # Keep the request pending (to replay under the same id) only when it may have been
-                # billed: a replayable backend that did not say the refusal cost nothing.
-                if not getattr(self.backend, "replayable", False) or getattr(exc, "nothing_billed", False):
-                    self.ledger.abandon(request_id)
-                raise
+            answers = self._ask_recorded(x[fresh], request_id, self.ledger.abandon)
             self.ledger.complete(request_id, keys[fresh], answers, round, str(self.mode))
             known.update(zip((int(k) for k in keys[fresh]), answers, strict=True))
         if not len(keys):
@@ -157,17 +184,44 @@ class Oracle:
     def evaluate(self, images: np.ndarray) -> np.ndarray | None:
         """The target's predicted classes for evaluation only (e.g. agreement on a test set), unbilled.
 
-        Only a local backend (a model or callable in this process) can be asked for free; for a remote
-        target this returns None, since every answer there costs a query.
+        Only a model the user owns outright (`free_evaluation`: a model file or module) is asked for
+        free. For any other target (a callable that may wrap a paid API, an HTTP API) this returns None:
+        every answer there costs a query, so use `buy_evaluation` or labels the user already has.
         """
-        if not getattr(self.backend, "local", False):
+        if not self.free_evaluation:
             return None
         probs = np.asarray(self.backend.answer(check_images(images), "evaluation"), dtype=np.float32)
         labels: np.ndarray = probs.argmax(1)
         return labels
 
+    def buy_evaluation(self, images: np.ndarray, *, set_id: str) -> np.ndarray:
+        """The target's answers [n, C] on an evaluation set, bought like any query.
+
+        Charged against the oracle's budget, recorded in the ledger under `set_id` (name it after the
+        set's content, e.g. a fingerprint) and counted in `evaluation_used`, apart from pool queries.
+        Answers already recorded are served from the ledger, and a request a crash left pending is
+        replayed under its original id first, so an evaluation set is never paid for twice.
+        """
+        x = check_images(images)
+        for request_id, pending_set, items in self.ledger.pending_evaluations():
+            if pending_set == set_id:
+                answers = self._ask_recorded(x[items], request_id, self.ledger.abandon_evaluation)
+                self.ledger.complete_evaluation(request_id, set_id, items, answers)
+        known = self.ledger.evaluation_answers(set_id)
+        missing = np.array([i for i in range(len(x)) if i not in known], dtype=np.int64)
+        if len(missing):
+            self._charge(len(missing))
+            request_id = uuid.uuid4().hex
+            self.ledger.begin_evaluation(request_id, set_id, missing)
+            answers = self._ask_recorded(x[missing], request_id, self.ledger.abandon_evaluation)
+            self.ledger.complete_evaluation(request_id, set_id, missing, answers)
+            known.update(zip((int(i) for i in missing), answers, strict=True))
+        if not len(x):
+            return np.zeros((0, self.num_classes), np.float32)
+        return np.stack([known[i] for i in range(len(x))]).astype(np.float32)
+
     def answered(self) -> tuple[np.ndarray, np.ndarray]:
-        """All recorded (pool indices, answers), in the order they were bought."""
+        """All recorded (pool indices, answers), in ascending pool-index order."""
         keys, answers, _ = self.ledger.all_answers()
         return keys, answers.reshape(len(keys), self.num_classes)
 

@@ -415,7 +415,9 @@ class HttpOracle(Oracle):
         old = self.ledger.get_meta("http_request_size")
         if old is not None and int(old) != size:
             smallest = min(int(old), size)
-            if any(len(indices) > smallest for _, indices, _ in self.ledger.pending()):
+            pending = [indices for _, indices, _ in self.ledger.pending()]
+            pending += [items for _, _, items in self.ledger.pending_evaluations()]
+            if any(len(indices) > smallest for indices in pending):
                 raise OracleError(
                     f"ledger {self.ledger.path} has unfinished requests sent in parts of {old} images; "
                     f"resume with batch_size={old} so they replay without being billed twice"

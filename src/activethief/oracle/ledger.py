@@ -34,6 +34,21 @@ CREATE TABLE IF NOT EXISTS requests (
     status TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS evaluation_answers (
+    set_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    answer BLOB NOT NULL,
+    request_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (set_id, item)
+);
+CREATE TABLE IF NOT EXISTS evaluation_requests (
+    request_id TEXT PRIMARY KEY,
+    set_id TEXT NOT NULL,
+    items TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 
@@ -92,7 +107,7 @@ class Ledger:
         return found
 
     def all_answers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(pool indices, answers [n, C], rounds), in the order they were recorded."""
+        """(pool indices, answers [n, C], rounds), in ascending pool-index order (the table's rowid)."""
         rows = self._db.execute("SELECT pool_index, answer, round FROM answers ORDER BY rowid").fetchall()
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
@@ -140,6 +155,63 @@ class Ledger:
     def abandon(self, request_id: str) -> None:
         """Mark a pending request as never answered (the target refused it before billing)."""
         self._db.execute("UPDATE requests SET status = 'failed' WHERE request_id = ?", (request_id,))
+
+    # --- evaluation answers ---------------------------------------------------------------------
+    # Answers bought on an evaluation set (a test set, to measure agreement), apart from the pool's:
+    # keyed by (set id, item), with their own pending requests, so they are counted, never bought twice,
+    # and reported separately from the stealing queries.
+    def evaluation_answers(self, set_id: str) -> dict[int, np.ndarray]:
+        """Recorded answers of the evaluation set `set_id`, by item."""
+        rows = self._db.execute(
+            "SELECT item, answer FROM evaluation_answers WHERE set_id = ?", (set_id,)
+        ).fetchall()
+        return {int(item): np.frombuffer(blob, dtype=np.float32).copy() for item, blob in rows}
+
+    def begin_evaluation(self, request_id: str, set_id: str, items: np.ndarray) -> None:
+        """Record an evaluation request as pending before it is sent."""
+        self._db.execute(
+            "INSERT INTO evaluation_requests (request_id, set_id, items, status, created) "
+            "VALUES (?, ?, ?, 'pending', ?)",
+            (request_id, set_id, json.dumps([int(i) for i in items]), time.time()),
+        )
+
+    def complete_evaluation(
+        self, request_id: str, set_id: str, items: np.ndarray, answers: np.ndarray
+    ) -> None:
+        """Store an evaluation request's answers and mark it done, in one transaction."""
+        now = time.time()
+        rows = [
+            (set_id, int(i), np.ascontiguousarray(a, dtype=np.float32).tobytes(), request_id, now)
+            for i, a in zip(items, answers, strict=True)
+        ]
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO evaluation_answers (set_id, item, answer, request_id, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute(
+                "UPDATE evaluation_requests SET status = 'done' WHERE request_id = ?", (request_id,)
+            )
+
+    def pending_evaluations(self) -> list[tuple[str, str, np.ndarray]]:
+        """Evaluation requests sent but never completed: (request id, set id, items)."""
+        rows = self._db.execute(
+            "SELECT request_id, set_id, items FROM evaluation_requests WHERE status = 'pending' "
+            "ORDER BY created"
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), np.array(json.loads(r[2]), dtype=np.int64)) for r in rows]
+
+    def abandon_evaluation(self, request_id: str) -> None:
+        """Mark a pending evaluation request as never answered (refused before billing)."""
+        self._db.execute(
+            "UPDATE evaluation_requests SET status = 'failed' WHERE request_id = ?", (request_id,)
+        )
+
+    def evaluation_count(self) -> int:
+        """Evaluation queries paid for: stored answers plus pending requests (which may have been billed)."""
+        stored = int(self._db.execute("SELECT COUNT(*) FROM evaluation_answers").fetchone()[0])
+        return stored + sum(len(items) for _, _, items in self.pending_evaluations())
 
     # --- counters -------------------------------------------------------------------------------
     def add_unkeyed(self, count: int) -> None:

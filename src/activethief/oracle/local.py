@@ -19,16 +19,20 @@ from activethief.training import predict_proba
 
 
 class CallableBackend:
-    """Any function mapping float32 [n, 1, 28, 28] in [0, 1] to probabilities [n, C]."""
+    """Any function mapping float32 [n, 1, 28, 28] in [0, 1] to probabilities [n, C].
+
+    A callable is how a paid prediction API is wrapped, so every answer counts unless the caller says
+    it is a model they own (`owned=True`), which may then be asked for evaluation answers for free.
+    """
 
     remote_mode: OutputMode | None = None
-    local = True
 
-    def __init__(self, fn: Callable[[np.ndarray], Any], num_classes: int) -> None:
+    def __init__(self, fn: Callable[[np.ndarray], Any], num_classes: int, *, owned: bool = False) -> None:
         if num_classes < 2:
             raise OracleError(f"num_classes must be >= 2, got {num_classes}")
         self.fn = fn
         self.num_classes = num_classes
+        self.owned = owned
 
     def answer(self, images: np.ndarray, request_id: str) -> np.ndarray:
         out = self.fn(images)
@@ -38,10 +42,10 @@ class CallableBackend:
 
 
 class ModelBackend:
-    """A torch model (logits out) evaluated in-process."""
+    """A torch model (logits out) evaluated in-process: the user owns it, so evaluation is free."""
 
     remote_mode: OutputMode | None = None
-    local = True
+    owned = True
 
     def __init__(self, model: nn.Module, num_classes: int) -> None:
         self.model = model.eval()
@@ -52,7 +56,11 @@ class ModelBackend:
 
 
 class CallableOracle(Oracle):
-    """An oracle over a Python callable `fn(images) -> probabilities`, with mode, budget and ledger."""
+    """An oracle over a Python callable `fn(images) -> probabilities`, with mode, budget and ledger.
+
+    Every answer `fn` gives is counted, evaluation answers included, unless `free_evaluation=True`
+    says `fn` is a model the user owns outright (then agreement on a test set is measured for free).
+    """
 
     def __init__(
         self,
@@ -62,8 +70,10 @@ class CallableOracle(Oracle):
         mode: str | OutputMode = "probs",
         budget: int | None = None,
         ledger: Ledger | Path | str | None = None,
+        free_evaluation: bool = False,
     ) -> None:
-        super().__init__(CallableBackend(fn, num_classes), mode=mode, budget=budget, ledger=ledger)
+        backend = CallableBackend(fn, num_classes, owned=free_evaluation)
+        super().__init__(backend, mode=mode, budget=budget, ledger=ledger)
 
 
 class ModelOracle(Oracle):
@@ -87,3 +97,4 @@ class ModelOracle(Oracle):
             model, self.metadata = models.load(target)
             classes = int(self.metadata["num_classes"])
         super().__init__(ModelBackend(model, classes), mode=mode, budget=budget, ledger=ledger)
+        self.model = model  # the user's own model: white-box attacks on it are free and not queries

@@ -233,7 +233,7 @@ def _print_memory(rows: list[dict[str, Any]]) -> None:
 
 # --- steal under SIGKILL ------------------------------------------------------------------------------
 THIEF = """
-import inspect, sys, time
+import sys, time
 
 import httpx
 import numpy as np
@@ -259,10 +259,8 @@ class Noisy(httpx.HTTPTransport):
 
 oracle = HttpOracle(url, api_key=key, transport=Noisy(), backoff=0.2, retry_for=120)
 print("ready", flush=True)
-fit = {"fit_config" if "fit_config" in inspect.signature(steal).parameters else "fit":
-       FitConfig(epochs=1, patience=1)}  # the name of this setting is changing
 steal(oracle, np.load(pool_path), budget=int(budget), batch_size=int(batch), seed=0, out=out,
-      resume=True, quiet=True, **fit)
+      resume=True, quiet=True, fit=FitConfig(epochs=1, patience=1))
 print("done", flush=True)
 """
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from activethief import ModelOracle, data, steal
 from activethief.experiments.inputs import ensure_target
-from activethief.thief import DEFAULT_FIT
+from activethief.steal import DEFAULT_FIT
 from activethief.training import FitConfig
 
 SETTINGS: dict[str, FitConfig] = {
@@ -62,7 +62,7 @@ def main() -> None:
             seed=args.seed,
             test=test,
             quiet=True,
-            fit_config=SETTINGS[name],
+            fit=SETTINGS[name],
         )
         seconds = time.perf_counter() - started
         first_seconds = first_seconds or seconds

@@ -98,7 +98,7 @@ def steal_ratio(model_url: str, target: Path, pool_size: int, repeats: int = 2) 
     rng = np.random.default_rng(1)
     pool = rng.random((pool_size, 1, 28, 28), dtype=np.float32)
     pool[pool < 0.8] = 0.0
-    run = {"budget": 600, "batch_size": 100, "seed": 0, "quiet": True, "fit_config": FitConfig(epochs=1)}
+    run = {"budget": 600, "batch_size": 100, "seed": 0, "quiet": True, "fit": FitConfig(epochs=1)}
     steal(ModelOracle(target), pool[:200], **{**run, "budget": 100})  # type: ignore[arg-type]
     local, remote = float("inf"), float("inf")
     for _ in range(repeats):

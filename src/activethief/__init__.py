@@ -2,7 +2,7 @@
 
 from activethief.errors import ActiveThiefError, BudgetExceededError
 from activethief.oracle import CallableOracle, ModelOracle, Oracle, OutputMode
-from activethief.thief import StealResult, steal
+from activethief.steal import RoundEvent, RoundRecord, StealConfig, StealResult, steal
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,9 @@ __all__ = [
     "ModelOracle",
     "Oracle",
     "OutputMode",
+    "RoundEvent",
+    "RoundRecord",
+    "StealConfig",
     "StealResult",
     "__version__",
     "steal",

@@ -116,7 +116,7 @@ def _register_optional_commands() -> None:
     import importlib
 
     for module in (
-        "activethief.commands_steal",
+        "activethief.steal.command",
         "activethief.attacks.command",
         "activethief.serve.command",
         "activethief.experiments.command",

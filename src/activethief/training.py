@@ -81,6 +81,17 @@ class FitResult:
     val_loss: list[float] = field(default_factory=list)
 
 
+def network_batch(x: torch.Tensor) -> torch.Tensor:
+    """`x` as a fresh float32 tensor in standard contiguous layout, in memory torch allocated.
+
+    Every batch enters a network this way, so the kernels see one layout and one alignment (torch's
+    allocator aligns to 64 bytes) whatever the caller's array was: a numpy slice (16-byte aligned at
+    best), a broadcast channel axis (stride 0, which torch reads as channels-last) or a view. The same
+    values then take the same code path in every process, which the determinism guarantees rely on.
+    """
+    return torch.empty(x.shape, dtype=torch.float32).copy_(x)
+
+
 def _as_tensor(x: ArrayLike) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     return tensor.float() if tensor.dtype != torch.float32 else tensor
@@ -188,7 +199,7 @@ def fit(
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            xb = x_tr[idx]
+            xb = network_batch(x_tr[idx])
             if cfg.augment:
                 xb = random_shift(xb, cfg.augment, gen)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -238,22 +249,78 @@ def predict_logits(
     TorchScript graph was faster still, but leaked ~32 MB per trace and killed a grid after a few hundred
     rounds.
     """
-    channels_last(model)
-    was_training = model.training
-    model.eval()
-    xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-    chunks = [torch.zeros((0, _num_classes(model)))]
-    with torch.inference_mode():
-        for start in range(0, len(xs), batch_size):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                chunks.append(model(xs[start : start + batch_size].float()).float())
-    model.train(was_training)
-    return torch.cat(chunks)
+    logits = predict_outputs(model, x, probs=False, logits=True, batch_size=batch_size, bf16=bf16).logits
+    assert logits is not None
+    return torch.from_numpy(logits)
 
 
 def predict_proba(model: nn.Module, x: ArrayLike, *, batch_size: int = 512, bf16: bool = False) -> np.ndarray:
     """Softmax probabilities [n, C] as a float32 numpy array, streamed in batches."""
-    return F.softmax(predict_logits(model, x, batch_size=batch_size, bf16=bf16), dim=1).numpy()
+    probs = predict_outputs(model, x, batch_size=batch_size, bf16=bf16).probs
+    assert probs is not None
+    return probs
+
+
+@dataclass
+class Outputs:
+    """What one streaming pass computed over a set of images; None for what was not asked."""
+
+    probs: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+
+def predict_outputs(
+    model: nn.Module,
+    x: ArrayLike,
+    *,
+    probs: bool = True,
+    logits: bool = False,
+    features: bool = False,
+    batch_size: int = 512,
+    bf16: bool = False,
+) -> Outputs:
+    """Probabilities, logits and/or penultimate features of `x` [n, ...] in one pass of batches.
+
+    Each quantity asked for is one preallocated float32 array [n, ...], filled batch by batch, so a
+    pool of any size costs one pool-sized array per quantity and nothing else. Features come from
+    `models.features_and_logits` (the same layers as `model(x)`, split before the head).
+    """
+    from activethief.models import features_and_logits
+
+    channels_last(model)
+    was_training = model.training
+    model.eval()
+    xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    n = len(xs)
+    out = Outputs()
+    wanted = {"probs": probs, "logits": logits, "features": features}
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            batch = network_batch(xs[start : start + batch_size])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                if features:
+                    feats, z = features_and_logits(model, batch)
+                else:
+                    feats, z = None, model(batch)
+            z = z.float()
+            values = {
+                "logits": z,
+                "features": None if feats is None else feats.float().flatten(1),
+                "probs": F.softmax(z, dim=1) if probs else None,
+            }
+            for name, value in values.items():
+                if not wanted[name] or value is None:
+                    continue
+                if getattr(out, name) is None:
+                    setattr(out, name, np.empty((n, *value.shape[1:]), dtype=np.float32))
+                getattr(out, name)[start : start + len(value)] = value.numpy()
+    model.train(was_training)
+    for name, asked in wanted.items():
+        if asked and getattr(out, name) is None:  # an empty input: empty arrays of the right width
+            width = _num_classes(model) if name != "features" else 0
+            setattr(out, name, np.zeros((0, width), dtype=np.float32))
+    return out
 
 
 def accuracy(model: nn.Module, x: ArrayLike, labels: ArrayLike) -> float:

@@ -26,7 +26,7 @@ from activethief.experiments.inputs import InputSpec, load_inputs, target_path, 
 from activethief.experiments.registry import resolve_experiments
 from activethief.experiments.runner import Plan, plan_grid, trained_settings, unfinished
 from activethief.experiments.store import CELLS
-from activethief.thief import steal
+from activethief.steal import steal
 
 
 def test_serial_grid_runs_end_to_end_and_reruns_nothing(serial_run: GridRun, target_dir: Path) -> None:
@@ -111,8 +111,8 @@ def test_resume_after_interruption_recomputes_nothing(
     def interrupting_steal(*args: Any, **kwargs: Any) -> Any:
         calls.append(str(kwargs["out"]))
 
-        def hook(record: Any) -> None:
-            if len(calls) == 4 and record.round == 2:  # the 4th cell dies in the middle
+        def hook(event: Any) -> None:
+            if len(calls) == 4 and event.record.round == 2:  # the 4th cell dies in the middle
                 # what a kill -9 now would leave: the three finished cells' count and time
                 last = json.loads((tmp_path / "config.json").read_text())["invocations"][-1]
                 assert last["cells_run"] == 3 and last["wall_seconds"] > 0
@@ -184,7 +184,7 @@ def test_stop_points_match_a_run_with_the_stopping_rule(
             seed=cell.seed(0),
             test=(inputs.test_x, inputs.test_y),
             quiet=True,
-            fit_config=TINY.fit,
+            fit=TINY.fit,
             target_test_labels=inputs.target_labels,
         )
     assert result.stopped_by.startswith("entropy:")

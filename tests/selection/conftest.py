@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from activethief.selection import PoolView
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -16,6 +18,12 @@ class Pool:
     probs: np.ndarray
     labelled: np.ndarray
     candidates: np.ndarray
+    features: np.ndarray
+
+    @property
+    def view(self) -> PoolView:
+        """Every input a strategy may declare: probabilities and penultimate-like features."""
+        return PoolView(size=self.probs.shape[0], probs=self.probs, features=self.features)
 
 
 def dirichlet_pool(n: int = 120, classes: int = 4, n_labelled: int = 20, seed: int = 0) -> Pool:
@@ -23,7 +31,8 @@ def dirichlet_pool(n: int = 120, classes: int = 4, n_labelled: int = 20, seed: i
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet(np.full(classes, 0.5), size=n).astype(np.float32)
     order = rng.permutation(n).astype(np.int64)
-    return Pool(probs, order[:n_labelled], order[n_labelled:])
+    features = rng.normal(size=(n, 6)).astype(np.float32)
+    return Pool(probs, order[:n_labelled], order[n_labelled:], features)
 
 
 @pytest.fixture

@@ -45,9 +45,9 @@ def test_entropy_kcenter_uniform_is_the_three_stages_in_order(make_pool: Callabl
     pool = make_pool(n=500, classes=4, n_labelled=40, seed=8)
     k, rng = 10, np.random.default_rng(11)
     candidates = np.sort(pool.candidates)
-    by_entropy = np.sort(TopScore(Entropy()).choose(pool.probs, pool.labelled, candidates, 100, rng))
-    by_kcenter = np.sort(KCenter().choose(pool.probs, pool.labelled, by_entropy, 20, rng))
-    expected = ClassBalanced().choose(pool.probs, pool.labelled, by_kcenter, k, rng)
+    by_entropy = np.sort(TopScore(Entropy()).choose(pool.view, pool.labelled, candidates, 100, rng))
+    by_kcenter = np.sort(KCenter().choose(pool.view, pool.labelled, by_entropy, 20, rng))
+    expected = ClassBalanced().choose(pool.view, pool.labelled, by_kcenter, k, rng)
     chosen = make_strategy("entropy+kcenter+uniform").select(
         pool.probs, pool.labelled, pool.candidates, k, np.random.default_rng(11)
     )

@@ -8,9 +8,22 @@ import numpy as np
 import pytest
 
 from activethief.errors import ConfigError
-from activethief.selection import KMeansSeeder, PCAKMeansSeeder, RandomSeeder, Seeder, make_seeder
+from activethief.selection import (
+    KMeansSeeder,
+    Need,
+    PCAKMeansSeeder,
+    PoolView,
+    RandomSeeder,
+    Seeder,
+    make_seeder,
+)
 
 SEEDERS = ["random", "kmeans:4", "pca-kmeans:4"]
+
+
+def view(images: np.ndarray, probs: np.ndarray) -> PoolView:
+    """The pool as a seeder sees it: its images and the untrained substitute's predictions."""
+    return PoolView(size=len(probs), probs=probs, images=images)
 
 
 def _pool(n: int = 150, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -25,12 +38,12 @@ def test_contract_k_unique_pool_indices_reproducible(name: str) -> None:
     images, probs = _pool()
     seeder = make_seeder(name)
     assert isinstance(seeder, Seeder) and seeder.name == name
-    chosen = seeder.select(images, probs, 12, np.random.default_rng(5))
+    chosen = seeder.select(view(images, probs), 12, np.random.default_rng(5))
     assert chosen.dtype == np.int64 and chosen.shape == (12,)
     assert np.unique(chosen).size == 12
     assert ((chosen >= 0) & (chosen < 150)).all()
     np.testing.assert_array_equal(
-        chosen, make_seeder(name).select(images, probs, 12, np.random.default_rng(5))
+        chosen, make_seeder(name).select(view(images, probs), 12, np.random.default_rng(5))
     )
 
 
@@ -39,14 +52,24 @@ def test_contract_k_unique_pool_indices_reproducible(name: str) -> None:
 def test_impossible_k_is_a_config_error(name: str, k: int) -> None:
     images, probs = _pool()
     with pytest.raises(ConfigError, match="k"):
-        make_seeder(name).select(images, probs, k, np.random.default_rng(0))
+        make_seeder(name).select(view(images, probs), k, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("name", SEEDERS)
-def test_pool_and_probs_must_match(name: str) -> None:
+def test_an_input_with_the_wrong_row_count_is_refused() -> None:
     images, probs = _pool()
-    with pytest.raises(ConfigError, match="one row per row of probs"):
-        make_seeder(name).select(images[:-1], probs, 5, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="probs have 149 rows for 150 points"):
+        make_seeder("kmeans:4").select(PoolView(150, probs=probs[:-1]), 5, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="images have 149 rows for 150 points"):
+        make_seeder("pca-kmeans:4").select(PoolView(150, images=images[:-1]), 5, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="needs the pool's images"):
+        make_seeder("pca-kmeans:4").select(PoolView(150, probs=probs), 5, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("name", "needs"), [("random", set()), ("kmeans:4", {Need.PROBS}), ("pca-kmeans:4", {Need.IMAGES})]
+)
+def test_seeders_declare_what_they_read(name: str, needs: set[Need]) -> None:
+    assert make_seeder(name).needs == needs
 
 
 def test_kmeans_seed_is_the_points_farthest_from_their_own_centre() -> None:
@@ -55,7 +78,9 @@ def test_kmeans_seed_is_the_points_farthest_from_their_own_centre() -> None:
     probs = centres[np.repeat(np.arange(3), 30)] + rng.normal(0, 0.01, (90, 3)).astype(np.float32)
     outliers = [7, 45, 80]
     probs[outliers] += np.array([[0, 0.3, 0], [0, 0, 0.25], [0.2, 0, 0]], dtype=np.float32)
-    chosen = KMeansSeeder(3).select(np.zeros((90, 1, 2, 2), np.float32), probs, 3, np.random.default_rng(0))
+    chosen = KMeansSeeder(3).select(
+        view(np.zeros((90, 1, 2, 2), np.float32), probs), 3, np.random.default_rng(0)
+    )
     assert set(chosen.tolist()) == set(outliers)
     np.testing.assert_array_equal(chosen, [7, 45, 80])  # ranked by distance: 0.3, 0.25, 0.2
 
@@ -64,7 +89,7 @@ def test_kmeans_seed_is_the_points_farthest_from_their_own_centre() -> None:
 def test_kmeans_on_identical_untrained_predictions_does_not_warn() -> None:
     probs = np.full((40, 10), 0.1, dtype=np.float32)
     chosen = make_seeder("kmeans:5").select(
-        np.zeros((40, 1, 2, 2), np.float32), probs, 6, np.random.default_rng(0)
+        view(np.zeros((40, 1, 2, 2), np.float32), probs), 6, np.random.default_rng(0)
     )
     np.testing.assert_array_equal(chosen, np.arange(6))  # all distances 0: lowest indices
 
@@ -86,7 +111,7 @@ def _pattern_pool(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarr
 def test_pca_kmeans_takes_the_points_nearest_each_centre_in_equal_shares() -> None:
     images, group, rank_in_group = _pattern_pool([20, 20, 20])
     probs = np.full((60, 10), 0.1, dtype=np.float32)
-    chosen = PCAKMeansSeeder(3).select(images, probs, 6, np.random.default_rng(0))
+    chosen = PCAKMeansSeeder(3).select(view(images, probs), 6, np.random.default_rng(0))
     np.testing.assert_array_equal(np.bincount(group[chosen], minlength=3), [2, 2, 2])
     assert (rank_in_group[chosen] < 2).all()  # the two least noisy of each group
 
@@ -94,20 +119,20 @@ def test_pca_kmeans_takes_the_points_nearest_each_centre_in_equal_shares() -> No
 def test_pca_kmeans_redistributes_the_share_of_a_small_cluster() -> None:
     images, group, _ = _pattern_pool([1, 20, 20])
     probs = np.full((41, 10), 0.1, dtype=np.float32)
-    chosen = PCAKMeansSeeder(3).select(images, probs, 9, np.random.default_rng(0))
+    chosen = PCAKMeansSeeder(3).select(view(images, probs), 9, np.random.default_rng(0))
     np.testing.assert_array_equal(np.bincount(group[chosen], minlength=3), [1, 4, 4])
 
 
 def test_random_seeder_uses_the_given_generator() -> None:
     images, probs = _pool()
-    draws = {tuple(RandomSeeder().select(images, probs, 5, np.random.default_rng(s))) for s in range(5)}
+    draws = {tuple(RandomSeeder().select(view(images, probs), 5, np.random.default_rng(s))) for s in range(5)}
     assert len(draws) == 5
 
 
 def test_more_clusters_than_points_is_a_config_error() -> None:
     images, probs = _pool(n=8)
     with pytest.raises(ConfigError, match="at least 9 pool points"):
-        make_seeder("kmeans:9").select(images, probs, 2, np.random.default_rng(0))
+        make_seeder("kmeans:9").select(view(images, probs), 2, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize(
@@ -135,6 +160,6 @@ def test_seeder_constructors_validate(make: Callable[[], Seeder]) -> None:
 def test_pca_kmeans_on_a_tiny_pool() -> None:
     images = np.random.default_rng(0).random((5, 1, 2, 2), dtype=np.float32)
     chosen = make_seeder("pca-kmeans:2").select(
-        images, np.full((5, 3), 1 / 3, np.float32), 5, np.random.default_rng(0)
+        view(images, np.full((5, 3), 1 / 3, np.float32)), 5, np.random.default_rng(0)
     )
     np.testing.assert_array_equal(np.sort(chosen), np.arange(5))

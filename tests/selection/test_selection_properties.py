@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activethief.selection import STRATEGIES, Entropy, LeastConfidence, Margin, make_strategy
+from activethief.selection import STRATEGIES, Entropy, LeastConfidence, Margin, PoolView, make_strategy
 
 
 @st.composite
@@ -36,11 +36,13 @@ def test_every_strategy_keeps_the_contract(
     probs, labelled, candidates, k, seed = request
     for name in STRATEGIES:
         strategy = make_strategy(name, narrow_factor=2.0)
-        chosen = strategy.select(probs, labelled, candidates, k, np.random.default_rng(seed))
+        # the features strategies get the probabilities as their features: the contract is the same
+        view = PoolView(size=len(probs), probs=probs, features=probs)
+        chosen = strategy.select(view, labelled, candidates, k, np.random.default_rng(seed))
         assert chosen.shape == (k,) and np.unique(chosen).size == k, name
         assert np.isin(chosen, candidates).all() and not np.isin(chosen, labelled).any(), name
         np.testing.assert_array_equal(
-            chosen, strategy.select(probs, labelled, candidates, k, np.random.default_rng(seed))
+            chosen, strategy.select(view, labelled, candidates, k, np.random.default_rng(seed))
         )
 
 

@@ -26,7 +26,7 @@ from activethief.training import FitConfig, fit, predict_proba
 
 BUDGET, BATCH, POOL = 600, 100, 1000
 TINY = FitConfig(epochs=1, patience=1)
-RUN: dict[str, Any] = {"budget": BUDGET, "batch_size": BATCH, "seed": 0, "quiet": True, "fit_config": TINY}
+RUN: dict[str, Any] = {"budget": BUDGET, "batch_size": BATCH, "seed": 0, "quiet": True, "fit": TINY}
 
 SCRIPT = """
 import sys, time
@@ -57,7 +57,7 @@ class Slow(httpx.HTTPTransport):
 oracle = HttpOracle(url, api_key=key, transport=Slow(), backoff=0.1, max_retries=12)
 print("ready", flush=True)
 steal(oracle, np.load(pool_path), budget=BUDGET, batch_size=BATCH, seed=0, out=out, resume=True,
-      quiet=True, fit_config=FitConfig(epochs=1, patience=1))
+      quiet=True, fit=FitConfig(epochs=1, patience=1))
 print("done", flush=True)
 """.replace("BUDGET", str(BUDGET)).replace("BATCH", str(BATCH))
 

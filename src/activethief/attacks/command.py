@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -56,6 +55,9 @@ def attack_command(
         str | None, typer.Option(help="Environment variable holding the API key of an HTTP target.")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Dataset cache (default $ACTIVETHIEF_DATA).")] = None,
+    retry_for: Annotated[
+        float | None, typer.Option(help="Seconds to keep retrying an HTTP target that is down (default 120).")
+    ] = None,
 ) -> None:
     """Craft adversarial test images on the substitute and measure how often they fool the target.
 
@@ -76,7 +78,7 @@ def attack_command(
     if n > len(images):
         raise ConfigError(f"--n {n} is more than the {len(images)} test images of {spec.name}")
     substitute_model, _ = models.load(substitute)
-    oracle, white_box = _make_oracle(target, output_mode, query_budget, api_key_env)
+    oracle, white_box = _make_oracle(target, output_mode, query_budget, api_key_env, retry_for)
     try:
         result = evaluate_transfer(
             substitute_model, oracle, images[:n], labels[:n], attack, white_box_target=white_box, seed=seed
@@ -104,32 +106,18 @@ def attack_command(
 
 
 def _make_oracle(
-    target: str, output_mode: str, budget: int | None, api_key_env: str | None
+    target: str, output_mode: str, budget: int | None, api_key_env: str | None, retry_for: float | None
 ) -> tuple[Oracle, nn.Module | None]:
-    """(oracle, the target module or None): a local model file, or an HTTP API (needs the serve extra)."""
-    if target.startswith(("http://", "https://")):
-        try:
-            from activethief.oracle.http import HttpOracle
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                f"HTTP targets need the serve extra (missing module {exc.name}); "
-                "install it with: pip install 'activethief[serve]'"
-            ) from None
-        api_key = None
-        if api_key_env is not None:
-            api_key = os.environ.get(api_key_env)
-            if not api_key:
-                raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set")
-        return HttpOracle(target, api_key=api_key, budget=budget, ledger=None), None
+    """(oracle, the target module when the user owns it as a model file, else None)."""
+    from activethief.oracle import ModelOracle, open_oracle
+    from activethief.oracle.open import is_remote
 
-    from activethief import models
-    from activethief.oracle import ModelOracle
-
-    if api_key_env is not None:
-        raise ConfigError("--api-key-env is only for HTTP targets (a URL), not for a model file")
-    module, metadata = models.load(target)
-    oracle = ModelOracle(module, num_classes=int(metadata["num_classes"]), mode=output_mode, budget=budget)
-    return oracle, module
+    oracle = open_oracle(
+        target, output_mode=output_mode, budget=budget, api_key_env=api_key_env, retry_for=retry_for
+    )
+    if isinstance(oracle, ModelOracle) and not is_remote(target):
+        return oracle, oracle.model
+    return oracle, None
 
 
 def _fmt(value: Any) -> str:

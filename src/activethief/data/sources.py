@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from activethief.data.registry import PARTS, DatasetSpec
+from activethief.files import atomic_path
 
 
 class SourceUnavailable(Exception):
@@ -171,11 +172,12 @@ class HttpMirrors:
         for part in PARTS:
             name = spec.files[part] + ".gz"
             dest = workdir / name
-            with urllib.request.urlopen(base + name, timeout=self.timeout) as response:
-                tmp = dest.with_suffix(".part")
-                with tmp.open("wb") as out:
-                    shutil.copyfileobj(response, out)
-                os.replace(tmp, dest)
+            with (
+                urllib.request.urlopen(base + name, timeout=self.timeout) as response,
+                atomic_path(dest) as tmp,
+                tmp.open("wb") as out,
+            ):
+                shutil.copyfileobj(response, out)
             paths[part] = dest
         return paths
 

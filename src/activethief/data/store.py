@@ -17,6 +17,7 @@ from activethief.data.idx import read_file_bytes, read_idx_bytes
 from activethief.data.registry import PARTS, DatasetSpec, get_spec
 from activethief.data.sources import Source, SourceUnavailable, default_sources
 from activethief.errors import DataError
+from activethief.files import atomic_path, write_text_atomic
 
 ENV_VAR = "ACTIVETHIEF_DATA"
 MANIFEST = "manifest.json"
@@ -79,14 +80,10 @@ def _write_cache(folder: Path, arrays: dict[str, np.ndarray], source: str) -> No
     folder.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, object] = {"source": source, "sha256": {}}
     for part, array in arrays.items():
-        tmp = folder / f".{part}.npy.tmp"
-        with tmp.open("wb") as handle:
+        with atomic_path(folder / f"{part}.npy") as tmp, tmp.open("wb") as handle:
             np.save(handle, np.ascontiguousarray(array))
-        os.replace(tmp, folder / f"{part}.npy")
         manifest["sha256"][part] = sha256_file(folder / f"{part}.npy")  # type: ignore[index]
-    tmp_manifest = folder / f".{MANIFEST}.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp_manifest, folder / MANIFEST)
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2))
 
 
 def fetch(

@@ -24,8 +24,8 @@ import numpy as np
 from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import Inputs, InputSpec, load_inputs, torch_threads
 from activethief.experiments.snapshots import SnapshotKeeper, shared_snapshots
-from activethief.selection import make_seeder, make_strategy
-from activethief.thief import RoundRecord, StealResult, steal
+from activethief.selection import Need, make_seeder, make_strategy
+from activethief.steal import RoundEvent, StealConfig, StealResult, steal
 from activethief.training import FitConfig
 
 # Cost model of `Task.work`, in sample steps: one image through one training step (forward and backward),
@@ -139,8 +139,8 @@ class StealCell:
         train = sum(training_steps(fit, n, warm=i > 0) * fit.batch_size for i, n in enumerate(sizes))
         # Every round measures on the test set; the pool is scored only where the seeding or the strategy
         # reads scores, in the seed round and every round that selects (all but the last).
-        scorings = int(make_seeder(self.seeding).needs_probs)
-        scorings += (len(sizes) - 1) * int(make_strategy(self.strategy).needs_probs)
+        scorings = int(Need.PROBS in make_seeder(self.seeding).needs)
+        scorings += (len(sizes) - 1) * int(Need.PROBS in make_strategy(self.strategy).needs)
         predicted = (len(sizes) + 1) * (params.test_size or DEFAULT_TEST_SIZE) + scorings * pool_size
         cost = train + predicted * PREDICT_COST
         if "kmeans" in self.seeding:
@@ -164,9 +164,9 @@ class StealCell:
         and keep the substitutes the transfer experiment will attack (see `snapshots.py`)."""
         budgets = self.snapshot_budgets(params) if work_dir is not None else ()
         if work_dir is not None and budgets:
-            keeper = SnapshotKeeper(work_dir, shared_snapshots(work_dir, self), budgets)
+            folder = shared_snapshots(work_dir, self)
+            keeper = SnapshotKeeper(folder, budgets, params.substitute, inputs.num_classes)
             result = self.run_steal(inputs, params, work_dir, on_round=keeper.capture)
-            keeper.capture()  # the last round's checkpoint is written after its on_round call
         else:
             result = self.run_steal(inputs, params, work_dir)
         rows = [asdict(record) for record in result.history]
@@ -175,31 +175,36 @@ class StealCell:
             row["seed"] = self.seed(params.base_seed)
         return rows
 
+    def config(self, params: GridParams) -> StealConfig:
+        """This cell's steal settings."""
+        return StealConfig(
+            budget=self.budget,
+            batch_size=self.batch_size,
+            strategy=self.strategy,
+            seeding=self.seeding,
+            seed_size=self.seed_size,
+            substitute=params.substitute,
+            seed=self.seed(params.base_seed),
+            fit=params.fit,
+        )
+
     def run_steal(
         self,
         inputs: Inputs,
         params: GridParams,
         work_dir: Path | None,
         *,
-        on_round: Callable[[RoundRecord], None] | None = None,
+        on_round: Callable[[RoundEvent], None] | None = None,
     ) -> StealResult:
         """The `steal` call behind `run` (other cells reuse the trajectory; `on_round` is steal's hook)."""
         return steal(
             inputs.oracle(),
             inputs.pool,
-            budget=self.budget,
-            batch_size=self.batch_size,
-            strategy=self.strategy,
-            seeding=self.seeding,
-            seed_size=self.seed_size,
-            stop="budget",
-            substitute=params.substitute,
-            seed=self.seed(params.base_seed),
+            self.config(params),
             test=(inputs.test_x, inputs.test_y),
             out=work_dir,
             resume=work_dir is not None,
             quiet=True,
-            fit_config=params.fit,
             target_test_labels=inputs.target_labels,
             on_round=on_round,
         )

@@ -28,6 +28,7 @@ from activethief.experiments.store import (
     read_rows,
     write_config,
 )
+from activethief.progress import Progress
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist")
 
@@ -351,27 +352,22 @@ def _update_config(
 
 
 class _Progress:
-    """A tqdm bar over cells whose ETA weighs each cell by its estimated cost (cells differ 100-fold)."""
+    """Cells done over cells planned, on a bar whose ETA weighs each cell by its estimated cost (cells
+    differ 100-fold)."""
 
     def __init__(self, enabled: bool, total_work: float, cells: int) -> None:
         self.cells, self.done = cells, 0
-        self.bar: Any = None
-        if enabled and cells:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=total_work,
-                desc=f"cells 0/{cells}",
-                dynamic_ncols=True,
-                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
-            )
+        self.bar = Progress(
+            enabled and cells > 0,
+            total_work,
+            f"cells 0/{cells}",
+            dynamic_ncols=True,
+            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        )
 
     def advance(self, work: float) -> None:
         self.done += 1
-        if self.bar is not None:
-            self.bar.set_description(f"cells {self.done}/{self.cells}", refresh=False)
-            self.bar.update(work)
+        self.bar.advance(work, desc=f"cells {self.done}/{self.cells}")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()

@@ -10,18 +10,17 @@ they stay until the results folder's `work/` is removed.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from activethief import models
-from activethief.thief import CHECKPOINT
+from activethief.files import write_text_atomic
+from activethief.steal import RoundEvent
 
 if TYPE_CHECKING:
     from activethief.experiments.cells import StealCell
@@ -47,16 +46,22 @@ class Snapshot:
 
 
 class SnapshotKeeper:
-    """Copies the steal checkpoint's weights into `folder/q<train_size>.pt` when they are a budget's.
+    """Keeps the substitute of every round that trained on one of `budgets` answers, as `q<budget>.pt`.
 
-    Call `capture` from `steal`'s `on_round` and once more after `steal` returns: whichever round the
-    checkpoint names at that moment (the previous one during a round, the last one after the run), its
-    weights are kept if that round trained on a budget. Files are written atomically and kept across
-    interruptions, so a resumed cell keeps what it has.
+    Pass `capture` as `steal`'s `on_round`: the round event carries the round's substitute, which is
+    written (atomically, with its record) before the loop checkpoints the round, so an interrupted and
+    resumed cell keeps what it has and never misses a budget.
+
+    Args:
+        folder: where the snapshots go.
+        budgets: the train sizes to keep.
+        arch: the substitute's architecture name (stored in the model file).
+        num_classes: the substitute's number of classes.
     """
 
-    def __init__(self, steal_dir: Path, folder: Path, budgets: Sequence[int]) -> None:
-        self.steal_dir, self.folder, self.budgets = steal_dir, folder, tuple(budgets)
+    def __init__(self, folder: Path, budgets: Sequence[int], arch: str, num_classes: int) -> None:
+        self.folder, self.budgets = folder, tuple(budgets)
+        self.arch, self.num_classes = arch, num_classes
 
     def path(self, budget: int) -> Path:
         return self.folder / f"q{budget}.pt"
@@ -64,26 +69,20 @@ class SnapshotKeeper:
     def missing(self) -> list[int]:
         return [b for b in self.budgets if not self.path(b).is_file()]
 
-    def capture(self, *_: object) -> None:
-        state_path = self.steal_dir / CHECKPOINT
-        if not state_path.is_file():
-            return
-        state = json.loads(state_path.read_text())
-        history, weights = state.get("history") or [], state.get("weights")
-        if not history or not weights:
-            return
-        record = history[-1]
+    def capture(self, event: RoundEvent) -> None:
+        record = asdict(event.record)
         size = int(record["train_size"])
         if size not in self.budgets or self.path(size).is_file():
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        record_path = self.path(size).with_suffix(".json")
-        tmp = record_path.with_name(f".{record_path.name}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, record_path)
-        tmp = self.path(size).with_name(f".{self.path(size).name}.tmp")
-        shutil.copyfile(self.steal_dir / weights, tmp)
-        os.replace(tmp, self.path(size))  # last: a weights file implies its record
+        write_text_atomic(self.path(size).with_suffix(".json"), json.dumps(record))
+        # last: a weights file implies its record
+        models.save(
+            event.substitute,
+            self.path(size),
+            arch=self.arch,
+            num_classes=self.num_classes,
+            round=record["round"],
+        )
 
     def load(self) -> dict[int, Snapshot]:
         snapshots = {}

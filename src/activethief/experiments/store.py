@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from activethief.errors import ConfigError
+from activethief.files import write_text_atomic
 
 CELLS = "cells.jsonl"
 CONFIG = "config.json"
@@ -159,7 +160,4 @@ def read_config(folder: Path) -> dict[str, Any] | None:
 
 def write_config(folder: Path, config: dict[str, Any]) -> None:
     """Write `folder/config.json` atomically (temp file, then rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{CONFIG}.tmp"
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / CONFIG)
+    write_text_atomic(folder / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -79,11 +79,9 @@ def steal_with_snapshots(
     (`snapshots/`); an interrupted call resumes from them, and a call that finds every snapshot does not
     steal at all.
     """
-    keeper = SnapshotKeeper(folder / "steal", snapshots or folder / "snapshots", budgets)
-    keeper.capture()  # a run interrupted right after a budget's round
+    keeper = SnapshotKeeper(snapshots or folder / "snapshots", budgets, params.substitute, inputs.num_classes)
     if keeper.missing():
         cell.run_steal(inputs, params, folder / "steal", on_round=keeper.capture)
-        keeper.capture()  # the last round's checkpoint is written after its on_round call
     missing = keeper.missing()
     if missing:
         raise RuntimeError(

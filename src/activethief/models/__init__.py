@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,32 @@ import torch
 from torch import nn
 
 from activethief.errors import ModelError
-from activethief.models.architectures import ARCHITECTURES
+from activethief.files import atomic_path
+from activethief.models.architectures import ARCHITECTURES, Classifier
 
 FORMAT = "activethief-model/1"
 
-__all__ = ["ARCHITECTURES", "FORMAT", "build", "load", "save"]
+__all__ = ["ARCHITECTURES", "FORMAT", "Classifier", "build", "features_and_logits", "load", "save"]
 
 
-def build(arch: str, num_classes: int = 10, *, seed: int | None = None) -> nn.Module:
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate features [n, D], logits [n, C]) of `model` on `x`, from one forward pass.
+
+    Every architecture here is a `Classifier`; a user's module qualifies by having the same two methods,
+    `features(x)` and `head(features)`.
+    """
+    features_of = getattr(model, "features", None)
+    head = getattr(model, "head", None)
+    if not callable(features_of) or not callable(head):
+        raise ModelError(
+            f"{type(model).__name__} exposes no penultimate features: give it `features(x)` and "
+            "`head(features)` methods (see activethief.models.Classifier), or use a strategy on probabilities"
+        )
+    features = features_of(x)
+    return features, head(features)
+
+
+def build(arch: str, num_classes: int = 10, *, seed: int | None = None) -> Classifier:
     """A freshly initialised model; `seed` makes the initial weights reproducible without global state."""
     try:
         factory = ARCHITECTURES[arch]
@@ -35,8 +52,6 @@ def build(arch: str, num_classes: int = 10, *, seed: int | None = None) -> nn.Mo
 
 def save(model: nn.Module, path: Path | str, *, arch: str, num_classes: int, **metadata: Any) -> None:
     """Write weights and metadata atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "arch": arch,
@@ -46,9 +61,8 @@ def save(model: nn.Module, path: Path | str, *, arch: str, num_classes: int, **m
         "metadata": json.loads(json.dumps(metadata, default=str)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:

@@ -5,6 +5,7 @@ from activethief.oracle.base import Backend, Oracle, check_images
 from activethief.oracle.ledger import Ledger
 from activethief.oracle.local import CallableBackend, CallableOracle, ModelBackend, ModelOracle
 from activethief.oracle.modes import OutputMode, answers_to_targets
+from activethief.oracle.open import open_oracle
 
 __all__ = [
     "Backend",
@@ -17,4 +18,5 @@ __all__ = [
     "OutputMode",
     "answers_to_targets",
     "check_images",
+    "open_oracle",
 ]

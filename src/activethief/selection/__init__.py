@@ -1,10 +1,10 @@
 """Active-learning selection: scorers, selectors and their compositions, named strategies and seeding.
 
-Everything works on arrays (the substitute's probabilities over the pool) and pool indices; nothing here
-trains, queries or touches files.
+Everything works on arrays (what a strategy declares it needs of the pool: probabilities, features, the
+model) and pool indices; nothing here trains, queries or touches files.
 """
 
-from activethief.selection.base import IndexArray, Strategy
+from activethief.selection.base import IndexArray, Need, PoolView, Strategy
 from activethief.selection.compose import DEFAULT_NARROW_FACTOR, Composed, Narrow
 from activethief.selection.kcenter import DEFAULT_CHUNK_SIZE, KCenter, kcenter_greedy, min_sq_distances
 from activethief.selection.registry import DEFAULT_KCENTER_FACTOR, STRATEGIES, make_strategy
@@ -34,7 +34,9 @@ __all__ = [
     "LeastConfidence",
     "Margin",
     "Narrow",
+    "Need",
     "PCAKMeansSeeder",
+    "PoolView",
     "RandomChoice",
     "RandomSeeder",
     "Scorer",

@@ -1,13 +1,17 @@
 """The `Strategy` base class: validates a selection request once, so each strategy is only its idea.
 
-A strategy receives the substitute's probabilities over the whole pool, the pool indices that are
-already labelled and the pool indices it may choose from, and returns `k` of the latter.
+A strategy declares the inputs it needs (`Need`: the substitute's probabilities over the pool, its
+penultimate-layer features, the model itself), receives them in a `PoolView` with the pool indices that
+are already labelled and those it may choose from, and returns `k` of the latter. The loop computes
+only what the chosen strategy needs.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,61 @@ def check_probs(probs: object, what: str = "probs") -> FloatArray:
                 "the substitute's predictions are broken (diverged training?); fix them before selecting"
             )
     return probs
+
+
+class Need(enum.Enum):
+    """An input a strategy or seeder reads; the loop computes only those the chosen one declares."""
+
+    PROBS = "probs"  # the substitute's softmax probabilities over the pool, [N, C]
+    FEATURES = "features"  # its penultimate-layer features over the pool, [N, D]
+    MODEL = "model"  # the substitute itself (gradients, adversarial distances)
+    IMAGES = "images"  # the pool's pixels (always at hand: nothing to compute)
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """What a selection sees of the pool: its size and the inputs computed for it (None if not needed)."""
+
+    size: int
+    probs: FloatArray | None = None
+    features: FloatArray | None = None
+    model: Any = None
+    images: FloatArray | None = None
+
+    @classmethod
+    def of(cls, probs_or_view: PoolView | FloatArray) -> PoolView:
+        """A view as given, or one holding only `probs` (the common case of probability strategies)."""
+        if isinstance(probs_or_view, PoolView):
+            return probs_or_view
+        probs = check_probs(probs_or_view)
+        return cls(size=probs.shape[0], probs=probs)
+
+    def need_probs(self) -> FloatArray:
+        if self.probs is None:
+            raise ConfigError("this strategy reads the substitute's probabilities, but none were given")
+        return self.probs
+
+    def need(self, need: Need) -> Any:
+        """The input `need`, or a ConfigError saying it was not computed."""
+        inputs = {Need.PROBS: self.probs, Need.FEATURES: self.features, Need.MODEL: self.model}
+        value = self.images if need is Need.IMAGES else inputs[need]
+        if value is None:
+            raise ConfigError(f"this strategy needs the pool's {need.value}, but the view holds none")
+        return value
+
+    def check(self, needs: frozenset[Need]) -> PoolView:
+        """Validate the inputs `needs` names (shapes, NaN) against the pool size; returns self."""
+        if self.size < 1:
+            raise ConfigError(f"the pool must hold at least one point, got {self.size}")
+        for need in needs:
+            value = self.need(need)
+            if need is Need.PROBS:
+                check_probs(value)
+            if need in (Need.PROBS, Need.FEATURES, Need.IMAGES) and len(value) != self.size:
+                raise ConfigError(f"the pool's {need.value} have {len(value)} rows for {self.size} points")
+            if need is Need.FEATURES:
+                check_probs(value, "features")
+        return self
 
 
 def check_indices(indices: object, n_pool: int, what: str) -> IndexArray:
@@ -100,16 +159,15 @@ class Strategy(ABC):
 
     Attributes:
         name: The public name (`make_strategy(name)` builds it).
-        needs_probs: Whether `choose` reads `probs`; when it does not, callers may skip scoring the pool
-            and pass any valid array.
+        needs: The inputs `choose` reads; the loop computes only these (nothing at all for `random`).
     """
 
     name: str
-    needs_probs: bool = True
+    needs: frozenset[Need] = frozenset({Need.PROBS})
 
     def select(
         self,
-        probs: FloatArray,
+        view: PoolView | FloatArray,
         labelled: npt.ArrayLike,
         candidates: npt.ArrayLike,
         k: int,
@@ -118,7 +176,8 @@ class Strategy(ABC):
         """Pick `k` pool indices from `candidates`.
 
         Args:
-            probs: Substitute's probabilities over the whole pool, float [N, C].
+            view: What the strategy needs of the pool (`needs`), or just the substitute's probabilities
+                over the whole pool, float [N, C].
             labelled: Pool indices already labelled (int, [L], may be empty); never returned.
             candidates: Pool indices to choose from (int, [M]); disjoint from `labelled`.
             k: How many to pick, 1 <= k <= M.
@@ -128,10 +187,10 @@ class Strategy(ABC):
             int64 array of exactly `k` unique pool indices, all from `candidates`.
 
         Raises:
-            ConfigError: On bad shapes, NaN in `probs`, bad indices or an impossible `k`.
+            ConfigError: On bad shapes, NaN in the inputs, a missing input, bad indices or an impossible `k`.
         """
-        probs = check_probs(probs)
-        n_pool = probs.shape[0]
+        pool = PoolView.of(view).check(self.needs)
+        n_pool = pool.size
         labelled_idx = check_indices(labelled, n_pool, "labelled")
         candidate_idx = sorted_unique_candidates(check_indices(candidates, n_pool, "candidates"))
         k = check_k(k, candidate_idx.size)
@@ -144,14 +203,14 @@ class Strategy(ABC):
                     f"{int(overlap.sum())} candidates are already labelled (e.g. pool index "
                     f"{labelled_idx[overlap][0]}); candidates must exclude labelled points"
                 )
-        chosen = self.choose(probs, labelled_idx, candidate_idx, k, rng)
+        chosen = self.choose(pool, labelled_idx, candidate_idx, k, rng)
         assert chosen.shape == (k,) and chosen.dtype == np.int64, (self.name, chosen.shape, chosen.dtype)
         return chosen
 
     @abstractmethod
     def choose(
         self,
-        probs: FloatArray,
+        view: PoolView,
         labelled: IndexArray,
         candidates: IndexArray,
         k: int,

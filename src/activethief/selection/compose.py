@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from activethief.errors import ConfigError
-from activethief.selection.base import FloatArray, IndexArray, Strategy
+from activethief.selection.base import IndexArray, PoolView, Strategy
 
 # Entropy keeps 10k candidates: the diversifying stage still has ~10 choices per pick, while every pick
 # stays among the most uncertain points. A first guess, to be tuned by measuring query efficiency.
@@ -71,11 +71,11 @@ class Composed(Strategy):
         self.stages = tuple(stages)
         self.final = final
         self.name = "+".join([stage.strategy.name for stage in self.stages] + [final.name])
-        self.needs_probs = final.needs_probs or any(stage.strategy.needs_probs for stage in self.stages)
+        self.needs = final.needs.union(*(stage.strategy.needs for stage in self.stages))
 
     def choose(
         self,
-        probs: FloatArray,
+        view: PoolView,
         labelled: IndexArray,
         candidates: IndexArray,
         k: int,
@@ -85,5 +85,5 @@ class Composed(Strategy):
             keep = stage.size(k)
             if keep < candidates.size:
                 # Sorted again so the next stage sees the invariant `choose` promises.
-                candidates = np.sort(stage.strategy.choose(probs, labelled, candidates, keep, rng))
-        return self.final.choose(probs, labelled, candidates, k, rng)
+                candidates = np.sort(stage.strategy.choose(view, labelled, candidates, keep, rng))
+        return self.final.choose(view, labelled, candidates, k, rng)

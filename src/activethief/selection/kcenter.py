@@ -17,7 +17,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from activethief.errors import ConfigError
-from activethief.selection.base import FloatArray, IndexArray, Strategy
+from activethief.selection.base import FloatArray, IndexArray, Need, PoolView, Strategy
 
 F32Array = npt.NDArray[np.float32]
 
@@ -176,7 +176,12 @@ def kcenter_greedy(
 class KCenter(Strategy):
     """k-center greedy: diverse picks, each the candidate farthest from everything chosen so far.
 
+    The core-set selection of Sener & Savarese (ICLR 2018), greedy version, as ActiveThief (Pal et al.,
+    AAAI 2020) uses it: in the space of the substitute's probabilities by default (`kcenter`), or of its
+    penultimate-layer features (`kcenter@features`, the core-set paper's space).
+
     Args:
+        space: `Need.PROBS` or `Need.FEATURES`: the points distances are measured between.
         chunk_size: Most candidate-centre distances held at once (at least one block of 4096); memory
             depends on it, the picks do not.
         blas_threads: BLAS threads while selecting (None: leave the process setting alone). The default
@@ -184,9 +189,15 @@ class KCenter(Strategy):
             processes, or an experiment process pool) multi-threaded OpenBLAS was measured 10-15x slower.
     """
 
-    name = "kcenter"
-
-    def __init__(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE, blas_threads: int | None = 1) -> None:
+    def __init__(
+        self,
+        *,
+        space: Need = Need.PROBS,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        blas_threads: int | None = 1,
+    ) -> None:
+        if space not in (Need.PROBS, Need.FEATURES):
+            raise ConfigError(f"k-center runs on probabilities or features, not {space}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if blas_threads is not None and (
@@ -195,10 +206,13 @@ class KCenter(Strategy):
             raise ConfigError(f"blas_threads must be a positive integer or None, got {blas_threads!r}")
         self.chunk_size = chunk_size
         self.blas_threads = blas_threads
+        self.space = space
+        self.needs = frozenset({space})
+        self.name = "kcenter" if space is Need.PROBS else "kcenter@features"
 
     def choose(
         self,
-        probs: FloatArray,
+        view: PoolView,
         labelled: IndexArray,
         candidates: IndexArray,
         k: int,
@@ -210,4 +224,4 @@ class KCenter(Strategy):
             else threadpool_limits(limits=self.blas_threads, user_api="blas")
         )
         with limits:
-            return _greedy(probs, labelled, candidates, k, rng, self.chunk_size)
+            return _greedy(view.need(self.space), labelled, candidates, k, rng, self.chunk_size)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from activethief.errors import ConfigError
-from activethief.selection.base import Strategy
+from activethief.selection.base import Need, Strategy
 from activethief.selection.compose import DEFAULT_NARROW_FACTOR, Composed, Narrow, check_narrowing
 from activethief.selection.kcenter import KCenter
 from activethief.selection.scorers import Entropy, LeastConfidence, Margin
@@ -33,7 +33,11 @@ _BUILDERS: dict[str, Callable[[_Options], Strategy]] = {
     "margin": lambda options: TopScore(Margin()),
     "entropy": lambda options: TopScore(Entropy()),
     "kcenter": lambda options: KCenter(),
+    "kcenter@features": lambda options: KCenter(space=Need.FEATURES),
     "entropy+kcenter": lambda options: Composed([_entropy_narrow(options)], KCenter()),
+    "entropy+kcenter@features": lambda options: Composed(
+        [_entropy_narrow(options)], KCenter(space=Need.FEATURES)
+    ),
     "entropy+uniform": lambda options: Composed([_entropy_narrow(options)], ClassBalanced()),
     "entropy+kcenter+uniform": lambda options: Composed(
         [_entropy_narrow(options), Narrow(KCenter(), factor=options.kcenter_factor)], ClassBalanced()

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 
 from activethief.errors import ConfigError
-from activethief.selection.base import FloatArray, IndexArray, check_k, check_probs, check_rng
+from activethief.selection.base import FloatArray, IndexArray, Need, PoolView, check_k, check_rng
 from activethief.selection.selectors import equal_shares
 
 SEEDING_FORMS: tuple[str, ...] = ("random", "kmeans:N", "pca-kmeans:N")
@@ -31,19 +31,19 @@ class Seeder(ABC):
 
     Attributes:
         name: The public name, e.g. "kmeans:10".
-        needs_probs: Whether `choose` reads `probs`; when it does not, callers may skip scoring the
-            whole pool with the untrained substitute and pass uniform rows instead.
+        needs: The inputs `choose` reads (`Need.PROBS`: the untrained substitute's predictions on the
+            pool; `Need.IMAGES`: the pixels); the loop computes only these.
     """
 
     name: str
-    needs_probs: bool = True
+    needs: frozenset[Need] = frozenset({Need.PROBS})
 
-    def select(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
+    def select(self, view: PoolView, k: int, rng: np.random.Generator) -> IndexArray:
         """Pick `k` pool indices to query first.
 
         Args:
-            pool: Pool images, float [N, ...] (e.g. [N, 1, 28, 28] in [0, 1]).
-            probs: The untrained substitute's predictions on the pool, float [N, C].
+            view: What the seeder needs of the pool (`needs`): its images [N, ...] and/or the untrained
+                substitute's predictions [N, C].
             k: Seed size, 1 <= k <= N.
             rng: The only source of randomness; the same seed gives the same result.
 
@@ -53,20 +53,20 @@ class Seeder(ABC):
         Raises:
             ConfigError: On mismatched or malformed arrays, NaN, or an impossible `k`.
         """
-        probs = check_probs(probs)
-        if not isinstance(pool, np.ndarray) or pool.ndim < 2 or pool.shape[0] != probs.shape[0]:
-            shape = pool.shape if isinstance(pool, np.ndarray) else type(pool).__name__
-            raise ConfigError(
-                f"pool must be an array [N, ...] with one row per row of probs (N={probs.shape[0]}), "
-                f"got {shape}"
-            )
-        k = check_k(k, probs.shape[0], "pool points")
-        chosen = self.choose(pool, probs, k, check_rng(rng))
+        if not isinstance(view, PoolView):
+            raise ConfigError(f"a seeder selects from a PoolView, got {type(view).__name__}")
+        view.check(self.needs)
+        images = view.images
+        if Need.IMAGES in self.needs and (not isinstance(images, np.ndarray) or images.ndim < 2):
+            shape = images.shape if isinstance(images, np.ndarray) else type(images).__name__
+            raise ConfigError(f"the pool's images must be an array [N, ...], got {shape}")
+        k = check_k(k, view.size, "pool points")
+        chosen = self.choose(view, k, check_rng(rng))
         assert chosen.shape == (k,) and chosen.dtype == np.int64, (self.name, chosen.shape)
         return chosen
 
     @abstractmethod
-    def choose(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
+    def choose(self, view: PoolView, k: int, rng: np.random.Generator) -> IndexArray:
         """Pick `k` pool indices from a validated request (1 <= k <= N, shapes consistent)."""
 
     def __repr__(self) -> str:
@@ -77,10 +77,10 @@ class RandomSeeder(Seeder):
     """`k` pool points drawn uniformly at random without replacement."""
 
     name = "random"
-    needs_probs = False
+    needs: frozenset[Need] = frozenset()
 
-    def choose(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
-        return rng.choice(probs.shape[0], size=k, replace=False).astype(np.int64)
+    def choose(self, view: PoolView, k: int, rng: np.random.Generator) -> IndexArray:
+        return rng.choice(view.size, size=k, replace=False).astype(np.int64)
 
 
 def _check_clusters(clusters: int) -> int:
@@ -119,8 +119,8 @@ class KMeansSeeder(Seeder):
         self.clusters = _check_clusters(clusters)
         self.name = f"kmeans:{clusters}"
 
-    def choose(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
-        _, distances = _cluster(probs.astype(np.float32), self.clusters, rng, self.name)
+    def choose(self, view: PoolView, k: int, rng: np.random.Generator) -> IndexArray:
+        _, distances = _cluster(view.need_probs().astype(np.float32), self.clusters, rng, self.name)
         return np.argsort(-distances, kind="stable")[:k].astype(np.int64)
 
 
@@ -144,9 +144,10 @@ class PCAKMeansSeeder(Seeder):
         self.clusters = _check_clusters(clusters)
         self.components = components
         self.name = f"pca-kmeans:{clusters}"
-        self.needs_probs = False
+        self.needs = frozenset({Need.IMAGES})
 
-    def choose(self, pool: FloatArray, probs: FloatArray, k: int, rng: np.random.Generator) -> IndexArray:
+    def choose(self, view: PoolView, k: int, rng: np.random.Generator) -> IndexArray:
+        pool = view.need(Need.IMAGES)
         pixels = pool.reshape(pool.shape[0], -1).astype(np.float32, copy=False)
         components = min(self.components, *pixels.shape)
         pca = PCA(n_components=components, svd_solver="randomized", random_state=int(rng.integers(2**31 - 1)))

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from activethief.errors import ConfigError
-from activethief.selection.base import FloatArray, IndexArray, Strategy
+from activethief.selection.base import IndexArray, Need, PoolView, Strategy
 from activethief.selection.scorers import Scorer
 
 CountArray = npt.NDArray[np.int64]
@@ -28,24 +28,24 @@ class TopScore(Strategy):
 
     def choose(
         self,
-        probs: FloatArray,
+        view: PoolView,
         labelled: IndexArray,
         candidates: IndexArray,
         k: int,
         rng: np.random.Generator,
     ) -> IndexArray:
-        return candidates[self.scorer.rank(probs, candidates)[:k]]
+        return candidates[self.scorer.rank(view.need_probs(), candidates)[:k]]
 
 
 class RandomChoice(Strategy):
     """`k` candidates drawn uniformly at random without replacement (the passive-learning baseline)."""
 
     name = "random"
-    needs_probs = False
+    needs: frozenset[Need] = frozenset()
 
     def choose(
         self,
-        probs: FloatArray,
+        view: PoolView,
         labelled: IndexArray,
         candidates: IndexArray,
         k: int,
@@ -103,12 +103,13 @@ class ClassBalanced(Strategy):
 
     def choose(
         self,
-        probs: FloatArray,
+        view: PoolView,
         labelled: IndexArray,
         candidates: IndexArray,
         k: int,
         rng: np.random.Generator,
     ) -> IndexArray:
+        probs = view.need_probs()
         predicted = np.argmax(probs[candidates], axis=1)
         counts = np.bincount(predicted, minlength=probs.shape[1]).astype(np.int64)
         shares = equal_shares(counts, k, rng)

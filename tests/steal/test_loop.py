@@ -1,8 +1,9 @@
-"""The ActiveThief loop on a small slice: history, outputs, stopping, and resume after a crash."""
+"""The ActiveThief loop on a small slice: history, outputs, stopping, accounting and resume after a crash."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,12 @@ import torch
 from activethief import CallableOracle, models, steal
 from activethief.errors import ActiveThiefError, ConfigError
 from activethief.oracle import ModelOracle
-from activethief.training import FitConfig, FitResult, fit, predict_proba
+from activethief.steal import RoundEvent, RoundRecord
+from activethief.steal import loop as steal_loop  # `activethief.steal` is also the function
+from activethief.training import FitConfig, FitResult, Outputs, fit, predict_outputs, predict_proba
 
 FAST = FitConfig(epochs=3, patience=2, min_steps=60)
+QUICK = FitConfig(epochs=1, patience=1, batch_size=100, warmup_steps=2)  # where accuracy does not matter
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,7 @@ def test_steal_writes_history_summary_and_substitute(
     tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
 ) -> None:
     x, _, xt, yt = mnist_small
-    oracle = CallableOracle(CountingFn(target), 10)
+    oracle = CallableOracle(CountingFn(target), 10, free_evaluation=True)  # the user's own model
     result = steal(
         oracle,
         x[:1500],
@@ -58,7 +62,7 @@ def test_steal_writes_history_summary_and_substitute(
         test=(xt, yt),
         out=tmp_path / "run",
         quiet=True,
-        fit_config=FAST,
+        fit=FAST,
     )
     assert result.queries_used == 450 and result.stopped_by == "budget"
     assert [r.train_size for r in result.history] == [0, 150, 300, 450]
@@ -86,7 +90,7 @@ def test_same_seed_same_run(target: torch.nn.Module, mnist_small: tuple[np.ndarr
             strategy="entropy",
             seed=3,
             quiet=True,
-            fit_config=FAST,
+            fit=FAST,
         )
         for _ in range(2)
     ]
@@ -109,7 +113,7 @@ def test_entropy_stopping_rule(
         batch_size=100,
         stop=stop,
         quiet=True,
-        fit_config=FAST,
+        fit=FAST,
     )
     # alpha=10 nats is larger than any change, so the run stops as soon as patience + 1 batch entropies
     # (rounds 1..patience+1) exist.
@@ -120,7 +124,7 @@ def test_entropy_stopping_rule(
 def test_pool_exhaustion(target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]) -> None:
     x = mnist_small[0][:250]
     result = steal(
-        CallableOracle(CountingFn(target), 10), x, budget=10_000, batch_size=100, quiet=True, fit_config=FAST
+        CallableOracle(CountingFn(target), 10), x, budget=10_000, batch_size=100, quiet=True, fit=FAST
     )
     assert result.queries_used == 250 and result.stopped_by == "pool"
 
@@ -129,7 +133,7 @@ def test_resume_after_crash_pays_nothing_twice(
     tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
 ) -> None:
     x = mnist_small[0][:1000]
-    kwargs = dict(budget=500, batch_size=100, strategy="entropy+uniform", seed=2, quiet=True, fit_config=FAST)
+    kwargs = dict(budget=500, batch_size=100, strategy="entropy+uniform", seed=2, quiet=True, fit=FAST)
     reference = steal(CallableOracle(CountingFn(target), 10), x, **kwargs)  # type: ignore[arg-type]
 
     out = tmp_path / "run"
@@ -159,7 +163,7 @@ def test_resume_with_other_settings_is_refused(
         batch_size=100,
         out=tmp_path,
         quiet=True,
-        fit_config=FAST,
+        fit=FAST,
     )
     with pytest.raises(ConfigError, match="different settings"):
         steal(
@@ -170,7 +174,7 @@ def test_resume_with_other_settings_is_refused(
             out=tmp_path,
             resume=True,
             quiet=True,
-            fit_config=FAST,
+            fit=FAST,
         )
 
 
@@ -205,7 +209,7 @@ def test_hard_label_oracle_and_seeding(
         strategy="margin",
         test=(xt, yt),
         quiet=True,
-        fit_config=FAST,
+        fit=FAST,
     )
     assert result.queries_used == 400
     assert result.history[-1].accuracy is not None and result.history[-1].accuracy > 0.5
@@ -224,14 +228,14 @@ def test_warm_steps_train_later_rounds_exactly_that_long(
         return result
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("activethief.thief.fit", counting_fit)
+        patch.setattr(steal_loop, "fit", counting_fit)
         steal(
             CallableOracle(CountingFn(target), 10),
             x,
             budget=300,
             batch_size=100,
             quiet=True,
-            fit_config=config,
+            fit=config,
         )
     assert steps[0] >= 60 and steps[1:] == [7, 7]  # the first round trains cold, later ones warm
 
@@ -246,8 +250,13 @@ def test_random_strategy_never_scores_the_pool(
         sizes.append(len(images))
         return predict_proba(model, images, **kwargs)  # type: ignore[arg-type]
 
+    def spying_outputs(model: torch.nn.Module, images: np.ndarray, **kwargs: object) -> Outputs:
+        sizes.append(len(images))
+        return predict_outputs(model, images, **kwargs)  # type: ignore[arg-type]
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("activethief.thief.predict_proba", spying_predict)
+        patch.setattr(steal_loop, "predict_proba", spying_predict)
+        patch.setattr(steal_loop, "predict_outputs", spying_outputs)
         result = steal(
             CallableOracle(CountingFn(target), 10),
             x,
@@ -255,7 +264,167 @@ def test_random_strategy_never_scores_the_pool(
             batch_size=100,
             strategy="random",
             quiet=True,
-            fit_config=FAST,
+            fit=FAST,
         )
     assert sizes == [100, 100]  # only each selected batch, for its entropy (the stopping rule's signal)
     assert all(r.batch_entropy is not None for r in result.history[1:-1])
+
+
+def comparable(history: list[RoundRecord]) -> list[dict[str, object]]:
+    """A history without its timings: what two runs of the same trajectory must agree on exactly."""
+    return [{k: v for k, v in asdict(r).items() if not k.startswith("seconds_")} for r in history]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy+kcenter"])
+def test_resumed_run_is_identical_to_an_uninterrupted_one(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...], strategy: str
+) -> None:
+    """The README's guarantee: same machine and thread count, the same rows and weights bit for bit,
+    also when the run died after buying a round's batch and before checkpointing it."""
+    x, _, xt, yt = mnist_small
+    kwargs = dict(
+        budget=400, batch_size=100, strategy=strategy, seed=4, test=(xt[:300], yt[:300]), quiet=True
+    )
+    reference = steal(ModelOracle(target), x[:900], fit=QUICK, **kwargs)  # type: ignore[arg-type]
+
+    def die_in_round_two(event: RoundEvent) -> None:
+        if event.record.round == 2:  # its batch is bought and in the ledger; the checkpoint is not written
+            raise Interrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        steal(ModelOracle(target), x[:900], fit=QUICK, out=out, on_round=die_in_round_two, **kwargs)  # type: ignore[arg-type]
+    resumed = steal(ModelOracle(target), x[:900], fit=QUICK, out=out, resume=True, **kwargs)  # type: ignore[arg-type]
+    assert comparable(resumed.history) == comparable(reference.history)
+    a, b = reference.substitute.state_dict(), resumed.substitute.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_callable_target_answers_exactly_the_budget(
+    target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x, _, xt, yt = mnist_small
+    fn = CountingFn(target)
+    result = steal(
+        CallableOracle(fn, 10),
+        x[:800],
+        budget=300,
+        batch_size=100,
+        test=(xt[:200], yt[:200]),
+        quiet=True,
+        fit=QUICK,
+    )
+    assert fn.images == result.queries_used == 300  # the test set was not asked for free
+    assert result.evaluation_queries == 0 and result.history[-1].agreement is None
+    assert result.history[-1].accuracy is not None  # true labels are the user's own: no query needed
+
+    owned = CountingFn(target)
+    result = steal(
+        CallableOracle(owned, 10, free_evaluation=True),
+        x[:800],
+        budget=300,
+        batch_size=100,
+        test=(xt[:200], yt[:200]),
+        quiet=True,
+        fit=QUICK,
+    )
+    assert owned.images == 500 and result.queries_used == 300 and result.evaluation_queries == 0
+    assert result.history[-1].agreement is not None
+
+
+def test_bought_test_labels_are_counted_reported_and_never_bought_twice(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x, _, xt, yt = mnist_small
+    kwargs = dict(budget=300, batch_size=100, test=(xt[:200], yt[:200]), buy_test_labels=True, quiet=True)
+    out = tmp_path / "run"
+    first = CountingFn(target)
+
+    def die_in_round_two(event: RoundEvent) -> None:
+        if event.record.round == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        steal(CallableOracle(first, 10), x[:800], fit=QUICK, out=out, on_round=die_in_round_two, **kwargs)  # type: ignore[arg-type]
+    assert first.images == 200 + 300  # the test set, then the seed round and two batches
+    again = CountingFn(target)
+    result = steal(CallableOracle(again, 10), x[:800], fit=QUICK, out=out, resume=True, **kwargs)  # type: ignore[arg-type]
+    assert again.images == 0  # the run had bought everything before it died; nothing is bought twice
+    assert result.queries_used == 300 and result.evaluation_queries == 200
+    assert result.history[-1].agreement is not None
+    assert all(r.evaluation_queries == 200 for r in result.history)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["queries_used"], summary["evaluation_queries"]) == (300, 200)
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert {r["evaluation_queries"] for r in rows} == {200}
+    labels = predict_proba(target, xt[:200]).argmax(1)
+    expected = float((predict_proba(result.substitute, xt[:200]).argmax(1) == labels).mean())
+    assert result.history[-1].agreement == pytest.approx(expected)
+
+
+def test_bought_test_labels_count_against_the_oracle_budget(
+    target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x, _, xt, yt = mnist_small
+    oracle = CallableOracle(CountingFn(target), 10, budget=250)
+    result = steal(
+        oracle,
+        x[:800],
+        budget=300,
+        batch_size=100,
+        test=(xt[:200], yt[:200]),
+        buy_test_labels=True,
+        quiet=True,
+        fit=QUICK,
+    )
+    assert (result.evaluation_queries, result.queries_used, oracle.used) == (200, 50, 250)
+
+
+def test_resuming_with_another_thread_count_warns(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x = mnist_small[0][:400]
+    kwargs = dict(budget=200, batch_size=100, quiet=True, fit=QUICK, out=tmp_path)
+
+    def die_in_round_one(event: RoundEvent) -> None:
+        if event.record.round == 1:
+            raise Interrupt
+
+    before = torch.get_num_threads()
+    with pytest.raises(Interrupt):
+        steal(ModelOracle(target), x, on_round=die_in_round_one, **kwargs)  # type: ignore[arg-type]
+    torch.set_num_threads(before + 1)
+    try:
+        with pytest.warns(UserWarning, match="torch threads"):
+            steal(ModelOracle(target), x, resume=True, **kwargs)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_loop_computes_only_what_the_strategy_needs(
+    target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    asked: list[dict[str, object]] = []
+
+    def spying_outputs(model: torch.nn.Module, images: np.ndarray, **kwargs: object) -> Outputs:
+        asked.append({"n": len(images), **kwargs})
+        return predict_outputs(model, images, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(steal_loop, "predict_outputs", spying_outputs)
+        result = steal(
+            ModelOracle(target),
+            mnist_small[0][:500],
+            budget=300,
+            batch_size=100,
+            strategy="kcenter@features",
+            quiet=True,
+            fit=QUICK,
+        )
+    assert result.queries_used == 300 and [r.selected for r in result.history] == [100, 100, 100, 0]
+    # one streaming pass over the pool per selecting round, features only (the seed round reads nothing)
+    assert [(a["n"], a["probs"], a["features"]) for a in asked] == [(500, False, True)] * 2

@@ -1,0 +1,145 @@
+"""`activethief steal`: open the target, build one `StealConfig` from the options, run the loop, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from activethief.cli import friendly
+from activethief.errors import ConfigError
+from activethief.steal.records import RoundEvent
+
+
+def read_target_labels(path: Path, count: int) -> np.ndarray:
+    """The target's test-set labels from a .npy file of `count` class indices, or a ConfigError."""
+    try:
+        labels: np.ndarray = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--target-test-labels {path}: not a readable .npy file ({exc})") from None
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ConfigError(
+            f"--target-test-labels {path}: expected {count} integer class indices (one per test image), "
+            f"got shape {list(labels.shape)} of {labels.dtype}"
+        )
+    return labels
+
+
+def show_round(event: RoundEvent) -> None:
+    """One line per round: answers trained on, accuracy, agreement, queries, batch entropy, seconds."""
+    r = event.record
+    acc = "" if r.accuracy is None else f"  acc {r.accuracy:.4f}"
+    agr = "" if r.agreement is None else f"  agree {r.agreement:.4f}"
+    ent = "" if r.batch_entropy is None else f"  batch H {r.batch_entropy:.4f}"
+    typer.echo(
+        f"round {r.round:3d}  trained on {r.train_size:6d}{acc}{agr}  bought {r.selected:5d}"
+        f"  used {r.queries_used:6d}{ent}  ({r.seconds_train:.1f}+{r.seconds_select:.1f}"
+        f"+{r.seconds_query:.1f} s)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `steal` command to the CLI."""
+    app.command("steal")(steal_command)
+
+
+@friendly
+def steal_command(
+    target: Annotated[str, typer.Option(help="Target model file (target.pt) or OIP URL .../v2/models/NAME.")],
+    out: Annotated[Path, typer.Option(help="Output folder: history, summary, substitute, ledger.")],
+    pool: Annotated[str, typer.Option(help="Dataset whose training set is the attacker's pool.")] = "mnist",
+    pool_size: Annotated[int | None, typer.Option(help="Use only the first N pool images.")] = None,
+    test: Annotated[str | None, typer.Option(help="Dataset whose test set measures the substitute.")] = None,
+    target_test_labels: Annotated[
+        Path | None, typer.Option(help="The target's labels on the --test set (.npy of class indices).")
+    ] = None,
+    buy_test_labels: Annotated[
+        bool,
+        typer.Option(
+            "--buy-test-labels",
+            help="Buy the target's answers on the --test set (counted apart from --budget).",
+        ),
+    ] = False,
+    budget: Annotated[int, typer.Option(help="Most queries to buy.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="Queries per round.")] = 1000,
+    strategy: Annotated[str, typer.Option(help="Selection strategy (see README).")] = "entropy",
+    seeding: Annotated[str, typer.Option(help="random, kmeans:N or pca-kmeans:N.")] = "random",
+    seed_size: Annotated[int | None, typer.Option(help="Seed round size (default: batch size).")] = None,
+    stop: Annotated[
+        str, typer.Option(help="budget, entropy:ALPHA or entropy:ALPHA:PATIENCE (see README, Stopping).")
+    ] = "budget",
+    substitute: Annotated[str, typer.Option(help="Substitute architecture.")] = "cnn2",
+    output_mode: Annotated[
+        str, typer.Option(help="probs, topk:K, label or round:D (local targets).")
+    ] = "probs",
+    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the API key (HTTP).")] = None,
+    retry_for: Annotated[
+        float | None, typer.Option(help="Seconds to keep retrying an HTTP target that is down (default 120).")
+    ] = None,
+    cold_start: Annotated[
+        bool, typer.Option("--cold-start", help="Retrain from scratch each round.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset cache folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Steal a target with ActiveThief and write the substitute to OUT/substitute.pt."""
+    from activethief import data
+    from activethief.oracle import open_oracle
+    from activethief.steal import StealConfig, steal
+
+    config = StealConfig(
+        budget=budget,
+        batch_size=batch_size,
+        strategy=strategy,
+        seeding=seeding,
+        seed_size=seed_size,
+        stop=stop,
+        substitute=substitute,
+        seed=seed,
+        warm_start=not cold_start,
+    )
+    if (target_test_labels is not None or buy_test_labels) and test is None:
+        raise ConfigError("--target-test-labels and --buy-test-labels need --test (the test set)")
+    if target_test_labels is not None and buy_test_labels:
+        raise ConfigError("give either --target-test-labels or --buy-test-labels, not both")
+    x_pool = data.load(pool, "train", root=data_dir)[0][:pool_size]
+    test_set = data.load(test, "test", root=data_dir) if test else None
+    labels = None
+    if target_test_labels is not None and test_set is not None:
+        labels = read_target_labels(target_test_labels, len(test_set[1]))
+    # No ledger here: steal() opens OUT/ledger.sqlite itself, refusing to overwrite a run unless resuming.
+    oracle = open_oracle(target, output_mode=output_mode, api_key_env=api_key_env, retry_for=retry_for)
+    try:
+        result = steal(
+            oracle,
+            x_pool,
+            config,
+            test=test_set,
+            out=out,
+            resume=resume,
+            quiet=quiet,
+            on_round=show_round,
+            target_test_labels=labels,
+            buy_test_labels=buy_test_labels,
+        )
+    finally:
+        oracle.close()
+    summary: dict[str, Any] = result.summary()
+    summary.pop("config")
+    typer.echo(json.dumps(summary, indent=2))
+    if result.evaluation_queries:
+        typer.echo(
+            f"queries: {result.queries_used} for stealing + {result.evaluation_queries} test-set answers "
+            "bought for agreement"
+        )
+    elif test_set is not None and summary["agreement"] is None:
+        typer.echo(
+            "agreement not measured: the target is not a model file you own; pass "
+            "--target-test-labels FILE or --buy-test-labels"
+        )
+    typer.echo(f"substitute written to {out / 'substitute.pt'}")

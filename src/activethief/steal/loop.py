@@ -1,0 +1,314 @@
+"""The ActiveThief rounds (Pal et al., AAAI 2020): seed -> query -> fit -> select -> query ...
+
+State is the ledger (every answer bought, by pool index and round) plus the run folder's checkpoint of
+the last finished round, so `resume=True` continues exactly where a run stopped, buying nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from activethief import models
+from activethief.errors import ConfigError
+from activethief.oracle import Oracle, answers_to_targets
+from activethief.progress import Progress
+from activethief.selection import Need, PoolView, mean_entropy
+from activethief.steal.config import StealConfig
+from activethief.steal.records import RoundEvent, RoundRecord, StealResult
+from activethief.steal.rundir import NoRunDir, RunDir, open_run
+from activethief.training import fit, predict_outputs, predict_proba
+
+
+def fingerprint(images: np.ndarray) -> str:
+    """The identity of an image set: SHA-256 of its bytes (content and order)."""
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:32]
+
+
+def round_seed(seed: int, round_: int, purpose: int) -> int:
+    """The seed of one random choice (1: initial weights, 2: training, 3: selection) of one round."""
+    return int(np.random.SeedSequence([seed, round_, purpose]).generate_state(1)[0])
+
+
+def load_pool(pool: np.ndarray | str) -> np.ndarray:
+    """The pool as float32 [N, 1, 28, 28]; a dataset name means its training set."""
+    if isinstance(pool, str):
+        from activethief import data
+
+        pool = data.load(pool, "train")[0]
+    pool = np.ascontiguousarray(pool, dtype=np.float32)
+    if pool.ndim != 4 or pool.shape[1:] != (1, 28, 28):
+        raise ConfigError(f"pool must be float32 [N, 1, 28, 28]; got {list(pool.shape)}")
+    return pool
+
+
+class Evaluator:
+    """Test accuracy (true labels) and agreement (the target's labels) of a substitute.
+
+    The target's labels come from the user, from a model the user owns (free), or are bought through
+    the oracle when `buy` is set (counted as evaluation queries, kept in the ledger); else agreement is
+    None.
+    """
+
+    def __init__(
+        self,
+        oracle: Oracle,
+        test: tuple[np.ndarray, np.ndarray] | None,
+        target_labels: np.ndarray | None,
+        buy: bool,
+    ) -> None:
+        self.test = test
+        if test is not None and target_labels is None:
+            if oracle.free_evaluation:
+                target_labels = oracle.evaluate(test[0])
+            elif buy:
+                set_id = f"test:{fingerprint(np.asarray(test[0], dtype=np.float32))}"
+                target_labels = oracle.buy_evaluation(test[0], set_id=set_id).argmax(1)
+        self.target_labels = target_labels
+
+    def __call__(self, model: nn.Module) -> tuple[float | None, float | None]:
+        if self.test is None:
+            return None, None
+        pred = predict_proba(model, self.test[0]).argmax(1)
+        accuracy = float((pred == self.test[1]).mean())
+        agreement = None if self.target_labels is None else float((pred == self.target_labels).mean())
+        return accuracy, agreement
+
+
+@dataclass
+class _Bought:
+    """The ledger as one round sees it: answers bought before it, and what it bought itself already."""
+
+    keys: np.ndarray
+    answers: np.ndarray
+    all_keys: np.ndarray
+    this_round: np.ndarray  # non-empty only when resuming a round whose batch was bought before a crash
+
+
+class _Rounds:
+    """The loop's state and its steps; `run` goes round by round until the budget, pool or rule ends it."""
+
+    def __init__(
+        self,
+        oracle: Oracle,
+        pool: np.ndarray,
+        config: StealConfig,
+        run: RunDir | NoRunDir,
+        evaluate: Evaluator,
+        history: list[RoundRecord],
+        model: nn.Module | None,
+    ) -> None:
+        self.oracle, self.pool, self.config, self.run_dir, self.evaluate = oracle, pool, config, run, evaluate
+        self.history, self.model = history, model
+        self.selector, self.seeder, self.rule = config.selector(), config.seeder(), config.stop_rule()
+        self.num_classes = oracle.num_classes
+        self.entropies = [r.batch_entropy for r in history if r.batch_entropy is not None]
+        self.stopped_by = "budget"
+
+    def spent(self) -> int:
+        """Queries bought for stealing: everything the oracle was paid for but evaluation answers."""
+        return self.oracle.used - self.oracle.evaluation_used
+
+    def left(self) -> int:
+        """Queries this run may still buy (its own budget and the oracle's)."""
+        left = self.config.budget - self.spent()
+        if self.oracle.remaining is not None:
+            left = min(left, self.oracle.remaining)
+        return max(0, left)
+
+    def bought(self, round_: int) -> _Bought:
+        keys, answers, rounds = self.oracle.ledger.all_answers()
+        answers = answers.reshape(len(keys), self.num_classes)
+        prior = rounds < round_
+        return _Bought(keys[prior], answers[prior], keys, keys[rounds == round_])
+
+    def train(self, round_: int, bought: _Bought) -> tuple[nn.Module, int]:
+        """Round 0's untrained substitute, or one trained on every answer bought before `round_`."""
+        config = self.config
+        model = models.build(config.substitute, self.num_classes, seed=round_seed(config.seed, round_, 1))
+        if round_ == 0:
+            return model, 0
+        warm = self.model is not None and config.warm_start
+        init_state = self.model.state_dict() if warm and self.model is not None else None
+        fit_config = config.fit
+        if init_state is not None and round_ > 1 and fit_config.warm_steps:
+            steps = fit_config.warm_steps
+            fit_config = replace(fit_config, min_steps=steps, max_steps=steps)
+        result = fit(
+            model,
+            self.pool[bought.keys],
+            answers_to_targets(bought.answers),
+            config=fit_config,
+            seed=round_seed(config.seed, round_, 2),
+            init_state=init_state,
+        )
+        return model, result.epochs
+
+    def batch_size(self, round_: int, bought: _Bought) -> int:
+        """How many points this round buys (0 ends the run, with `stopped_by` saying why)."""
+        resumed = len(bought.this_round)
+        k = min(self.config.first_batch if round_ == 0 else self.config.batch_size, self.left() + resumed)
+        k = min(k, len(self.pool) - len(bought.all_keys) + resumed)
+        if self.rule.should_stop(self.entropies):
+            self.stopped_by = self.rule.name
+            return 0
+        if k <= 0:
+            self.stopped_by = "budget" if self.left() == 0 else "pool"
+        return max(0, k)
+
+    def select(
+        self, round_: int, model: nn.Module, bought: _Bought, k: int
+    ) -> tuple[np.ndarray, float | None]:
+        """The batch to buy (ascending pool index) and its mean entropy under `model` (stopping signal)."""
+        needs = self.seeder.needs if round_ == 0 else self.selector.needs
+        view = pool_view(model, self.pool, needs, bf16=self.config.fit.bf16)
+        rng = np.random.default_rng(round_seed(self.config.seed, round_, 3))
+        if len(bought.this_round):  # resuming a round whose batch was already bought
+            batch = bought.this_round[:k]
+        elif round_ == 0:
+            batch = self.seeder.select(view, k, rng)
+        else:
+            candidates = np.setdiff1d(np.arange(len(self.pool)), bought.all_keys)
+            batch = self.selector.select(view, bought.keys, candidates, k, rng)
+        # One canonical order, ascending pool index: the ledger returns a bought batch in that order,
+        # so a round resumed after its batch was bought sums the batch's entropies in the same order
+        # as the uninterrupted run (selection order differed, and the float sums with it).
+        batch = np.sort(batch)
+        if round_ == 0:  # an untrained model's entropy means nothing
+            return batch, None
+        if view.probs is not None:
+            batch_probs = view.probs[batch]
+        else:
+            batch_probs = predict_proba(model, self.pool[batch], bf16=self.config.fit.bf16)
+        return batch, mean_entropy(batch_probs)
+
+    def round(self, round_: int) -> tuple[RoundRecord, nn.Module]:
+        """Train, measure, select and buy one round's batch; returns its record and substitute."""
+        bought = self.bought(round_)
+        t0 = time.perf_counter()
+        model, epochs = self.train(round_, bought)
+        t1 = time.perf_counter()
+        accuracy, agreement = self.evaluate(model)
+        k = self.batch_size(round_, bought)
+        batch, batch_entropy = (
+            self.select(round_, model, bought, k) if k > 0 else (np.zeros(0, np.int64), None)
+        )
+        t2 = time.perf_counter()
+        if len(batch):
+            self.oracle.query(self.pool[batch], keys=batch, round=round_)
+        t3 = time.perf_counter()
+        if batch_entropy is not None:
+            self.entropies.append(batch_entropy)
+        record = RoundRecord(
+            round=round_,
+            train_size=len(bought.keys),
+            queries_used=self.spent(),
+            selected=len(batch),
+            batch_entropy=batch_entropy,
+            accuracy=accuracy,
+            agreement=agreement,
+            train_epochs=epochs,
+            seconds_train=round(t1 - t0, 3),
+            seconds_select=round(t2 - t1, 3),
+            seconds_query=round(t3 - t2, 3),
+            evaluation_queries=self.oracle.evaluation_used,
+        )
+        return record, model
+
+
+def pool_view(model: nn.Module, pool: np.ndarray, needs: frozenset[Need], *, bf16: bool = False) -> PoolView:
+    """What a strategy needs of the pool, computed in one streaming pass (nothing when it needs nothing)."""
+    want_probs, want_features = Need.PROBS in needs, Need.FEATURES in needs
+    outputs = (
+        predict_outputs(model, pool, probs=want_probs, features=want_features, bf16=bf16)
+        if want_probs or want_features
+        else None
+    )
+    return PoolView(
+        size=len(pool),
+        images=pool,
+        probs=None if outputs is None else outputs.probs,
+        features=None if outputs is None else outputs.features,
+        model=model if Need.MODEL in needs else None,
+    )
+
+
+def steal(
+    oracle: Oracle,
+    pool: np.ndarray | str,
+    config: StealConfig | None = None,
+    *,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    out: Path | str | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    on_round: Callable[[RoundEvent], None] | None = None,
+    target_test_labels: np.ndarray | None = None,
+    buy_test_labels: bool = False,
+    **settings: Any,
+) -> StealResult:
+    """Steal the oracle's target: train a substitute on as few, as well chosen queries as possible.
+
+    The canonical call is `steal(oracle, pool, StealConfig(budget=..., ...))`; keyword settings
+    (`steal(oracle, pool, budget=500, strategy="entropy+kcenter")`) are a shorthand for the same
+    config (and override `config`'s fields when both are given).
+
+    Args:
+        oracle: any Oracle (local model, callable, HTTP). Its ledger is replaced by `out/ledger.sqlite`
+            when `out` is given and the oracle's own ledger is in memory and empty.
+        pool: unlabelled images float32 [N, 1, 28, 28] in [0, 1], or a dataset name (its training set).
+        config: the run's settings (`StealConfig`).
+        test: (images, labels) to report accuracy; agreement needs the target's labels on them: from
+            `target_test_labels`, computed for free when the target is a model the user owns
+            (`oracle.free_evaluation`), or bought with `buy_test_labels`; else agreement is None.
+        out: the run folder (`activethief.steal.rundir`): history, summary, substitute, checkpoint, ledger.
+        resume: continue an interrupted run in `out` (same settings) without buying anything twice.
+        quiet: no progress bar.
+        on_round: called after every round with a `RoundEvent` (the record and the round's substitute).
+        target_test_labels: the target's labels on the test images, when the user already has them.
+        buy_test_labels: buy the target's answers on the test images through the oracle: counted, kept
+            in the ledger (never bought twice on resume), reported as `evaluation_queries`, apart from
+            the stealing budget.
+        **settings: `StealConfig` fields.
+    """
+    config = StealConfig.build(config, settings)
+    pool = load_pool(pool)
+    run = open_run(out, resume=resume)
+    run.attach(oracle)
+    restored = run.restore(config)
+    oracle.ledger.bind("pool", fingerprint(pool), "pool fingerprint")
+    oracle.recover(pool)
+    evaluate = Evaluator(oracle, test, target_test_labels, buy_test_labels)
+    rounds = _Rounds(oracle, pool, config, run, evaluate, restored.history, restored.model)
+    progress = Progress(not quiet, config.budget, "stealing", unit="query", leave=False)
+    round_ = rounds.history[-1].round + 1 if rounds.history else 0
+    while True:
+        record, rounds.model = rounds.round(round_)
+        rounds.history.append(record)
+        acc = "-" if record.accuracy is None else f"{record.accuracy:.4f}"
+        progress.set(record.queries_used, round=record.round, acc=acc)
+        if on_round is not None:
+            on_round(RoundEvent(record, rounds.model))
+        run.checkpoint(config, rounds.history, rounds.model, rounds.num_classes)
+        if not record.selected:
+            break
+        round_ += 1
+    progress.close()
+    result = StealResult(
+        rounds.model,
+        rounds.history,
+        rounds.spent(),
+        rounds.stopped_by,
+        record.round,
+        config,
+        oracle.evaluation_used,
+    )
+    run.finish(result, rounds.num_classes)
+    return result

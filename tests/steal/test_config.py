@@ -1,0 +1,49 @@
+"""StealConfig: one declaration of the settings, validated in one place, errors naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from activethief.errors import ConfigError
+from activethief.steal import DEFAULT_FIT, StealConfig
+from activethief.training import FitConfig
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"budget": 0}, "budget"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"seed_size": 0}, "seed_size"),
+        ({"seed": -3}, "seed"),
+        ({"strategy": "best"}, "strategy"),
+        ({"seeding": "kmeans:0"}, "seeding"),
+        ({"stop": "entropy:x"}, "stop"),
+        ({"substitute": "vgg"}, "substitute"),
+        ({"narrow_factor": 0.5, "strategy": "entropy+kcenter"}, "strategy"),
+        ({"fit": {"epochs": 3}}, "fit"),
+    ],
+)
+def test_bad_values_name_the_field(settings: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"StealConfig\.{field}"):
+        StealConfig(**{"budget": 100, **settings})  # type: ignore[arg-type]
+
+
+def test_keywords_are_a_shorthand_for_the_config() -> None:
+    base = StealConfig(budget=500, strategy="entropy+kcenter")
+    assert StealConfig.build(None, {"budget": 500, "strategy": "entropy+kcenter"}) == base
+    assert StealConfig.build(base, {"seed": 4}) == StealConfig(budget=500, strategy="entropy+kcenter", seed=4)
+    assert StealConfig.build(base, {}) is base
+    with pytest.raises(ConfigError, match=r"unknown steal setting.*fit_config"):
+        StealConfig.build(None, {"budget": 5, "fit_config": FitConfig()})
+    with pytest.raises(ConfigError, match="needs a budget"):
+        StealConfig.build(None, {"strategy": "entropy"})
+
+
+def test_defaults_and_the_stored_form() -> None:
+    config = StealConfig(budget=300, batch_size=100)
+    assert config.fit == DEFAULT_FIT and config.first_batch == 100
+    assert StealConfig(budget=300, batch_size=100, seed_size=50).first_batch == 50
+    stored = config.to_dict()
+    assert stored["fit"]["min_steps"] == DEFAULT_FIT.min_steps and stored["strategy"] == "entropy"
+    assert config.selector().name == "entropy" and config.stop_rule().name == "budget"

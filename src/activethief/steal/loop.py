@@ -23,7 +23,7 @@ from activethief.progress import Progress
 from activethief.selection import Need, PoolView, mean_entropy
 from activethief.steal.config import StealConfig
 from activethief.steal.records import RoundEvent, RoundRecord, StealResult
-from activethief.steal.rundir import NoRunDir, RunDir, open_run
+from activethief.steal.rundir import open_run
 from activethief.training import fit, predict_outputs, predict_proba
 
 
@@ -100,12 +100,11 @@ class _Rounds:
         oracle: Oracle,
         pool: np.ndarray,
         config: StealConfig,
-        run: RunDir | NoRunDir,
         evaluate: Evaluator,
         history: list[RoundRecord],
         model: nn.Module | None,
     ) -> None:
-        self.oracle, self.pool, self.config, self.run_dir, self.evaluate = oracle, pool, config, run, evaluate
+        self.oracle, self.pool, self.config, self.evaluate = oracle, pool, config, evaluate
         self.history, self.model = history, model
         self.selector, self.seeder, self.rule = config.selector(), config.seeder(), config.stop_rule()
         self.num_classes = oracle.num_classes
@@ -286,7 +285,7 @@ def steal(
     oracle.ledger.bind("pool", fingerprint(pool), "pool fingerprint")
     oracle.recover(pool)
     evaluate = Evaluator(oracle, test, target_test_labels, buy_test_labels)
-    rounds = _Rounds(oracle, pool, config, run, evaluate, restored.history, restored.model)
+    rounds = _Rounds(oracle, pool, config, evaluate, restored.history, restored.model)
     progress = Progress(not quiet, config.budget, "stealing", unit="query", leave=False)
     round_ = rounds.history[-1].round + 1 if rounds.history else 0
     while True:

@@ -93,7 +93,8 @@ class _Bought:
 
 
 class _Rounds:
-    """The loop's state and its steps; `run` goes round by round until the budget, pool or rule ends it."""
+    """The loop's state (history, last substitute, entropies) and the steps of one round; `steal` calls
+    `round` until a round buys nothing (budget, pool or stopping rule)."""
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from activethief import models
 from activethief.selection import PoolView
 
 
@@ -19,11 +20,19 @@ class Pool:
     labelled: np.ndarray
     candidates: np.ndarray
     features: np.ndarray
+    images: np.ndarray
 
     @property
     def view(self) -> PoolView:
-        """Every input a strategy may declare: probabilities and penultimate-like features."""
-        return PoolView(size=self.probs.shape[0], probs=self.probs, features=self.features)
+        """Every input a strategy may declare: probabilities, penultimate-like features, images, a model."""
+        model = models.build("mlp", self.probs.shape[1], seed=0)
+        return PoolView(
+            size=self.probs.shape[0],
+            probs=self.probs,
+            features=self.features,
+            images=self.images,
+            model=model,
+        )
 
 
 def dirichlet_pool(n: int = 120, classes: int = 4, n_labelled: int = 20, seed: int = 0) -> Pool:
@@ -32,7 +41,8 @@ def dirichlet_pool(n: int = 120, classes: int = 4, n_labelled: int = 20, seed: i
     probs = rng.dirichlet(np.full(classes, 0.5), size=n).astype(np.float32)
     order = rng.permutation(n).astype(np.int64)
     features = rng.normal(size=(n, 6)).astype(np.float32)
-    return Pool(probs, order[:n_labelled], order[n_labelled:], features)
+    images = rng.random((n, 1, 28, 28), dtype=np.float32)
+    return Pool(probs, order[:n_labelled], order[n_labelled:], features, images)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from activethief.errors import ConfigError
 from activethief.selection import STRATEGIES, Need, PoolView, Strategy, make_strategy
 
-PROBABILITY_STRATEGIES = [name for name in STRATEGIES if "@features" not in name]
+PROBABILITY_STRATEGIES = [name for name in STRATEGIES if make_strategy(name).needs <= {Need.PROBS}]
 
 K = 15
 
@@ -29,6 +29,8 @@ def test_the_public_names_are_stable() -> None:
         "kcenter@features",
         "entropy+kcenter",
         "entropy+kcenter@features",
+        "dfal",
+        "dfal+kcenter",
         "entropy+uniform",
         "entropy+kcenter+uniform",
     )

@@ -428,3 +428,18 @@ def test_the_loop_computes_only_what_the_strategy_needs(
     assert result.queries_used == 300 and [r.selected for r in result.history] == [100, 100, 100, 0]
     # one streaming pass over the pool per selecting round, features only (the seed round reads nothing)
     assert [(a["n"], a["probs"], a["features"]) for a in asked] == [(500, False, True)] * 2
+
+
+def test_a_strategy_that_needs_the_model_gets_it(
+    target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    result = steal(
+        ModelOracle(target),
+        mnist_small[0][:400],
+        budget=200,
+        batch_size=100,
+        strategy="dfal+kcenter",
+        quiet=True,
+        fit=QUICK,
+    )
+    assert result.queries_used == 200 and [r.selected for r in result.history] == [100, 100, 0]

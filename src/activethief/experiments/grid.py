@@ -10,9 +10,19 @@ from activethief.selection import STRATEGIES, make_seeder
 from activethief.steal import DEFAULT_FIT
 from activethief.training import FitConfig
 
-# The study's nine strategies (Pal et al., AAAI 2020): the strategies experiment's grid. Strategies added
-# later (`kcenter@features`, ...) join the grid when an experiment of their own measures them.
-STUDY_STRATEGIES: tuple[str, ...] = tuple(s for s in STRATEGIES if "@" not in s)
+# The study's nine strategies: the strategies experiment's grid. Strategies added later (`dfal`,
+# `kcenter@features`, ...) join a grid when an experiment of their own measures them.
+STUDY_STRATEGIES: tuple[str, ...] = (
+    "random",
+    "uniform",
+    "least-confidence",
+    "margin",
+    "entropy",
+    "kcenter",
+    "entropy+kcenter",
+    "entropy+uniform",
+    "entropy+kcenter+uniform",
+)
 STUDY_SEEDINGS: tuple[str, ...] = ("random", "kmeans:10", "kmeans:20", "kmeans:50", "pca-kmeans:10")
 
 # The grid trains each round like `steal` does by default, except that warm-started rounds (every round

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from activethief.errors import ConfigError
 from activethief.selection.base import Need, Strategy
 from activethief.selection.compose import DEFAULT_NARROW_FACTOR, Composed, Narrow, check_narrowing
+from activethief.selection.dfal import DFAL
 from activethief.selection.kcenter import KCenter
 from activethief.selection.scorers import Entropy, LeastConfidence, Margin
 from activethief.selection.selectors import ClassBalanced, RandomChoice, TopScore
 
 DEFAULT_KCENTER_FACTOR = 2.0
+DFAL_KCENTER_FACTOR = 2.0  # DeepFool on 2k candidates keeps `dfal+kcenter`'s cost per round bounded
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ _BUILDERS: dict[str, Callable[[_Options], Strategy]] = {
     "entropy+kcenter@features": lambda options: Composed(
         [_entropy_narrow(options)], KCenter(space=Need.FEATURES)
     ),
+    "dfal": lambda options: DFAL(),
+    # ActiveThief's best on images: DFAL keeps the 2k closest to the boundary, k-center diversifies.
+    "dfal+kcenter": lambda options: Composed([Narrow(DFAL(), factor=DFAL_KCENTER_FACTOR)], KCenter()),
     "entropy+uniform": lambda options: Composed([_entropy_narrow(options)], ClassBalanced()),
     "entropy+kcenter+uniform": lambda options: Composed(
         [_entropy_narrow(options), Narrow(KCenter(), factor=options.kcenter_factor)], ClassBalanced()

@@ -31,6 +31,7 @@ def test_the_public_names_are_stable() -> None:
         "entropy+kcenter@features",
         "dfal",
         "dfal+kcenter",
+        "badge",
         "entropy+uniform",
         "entropy+kcenter+uniform",
     )

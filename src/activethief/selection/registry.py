@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from activethief.errors import ConfigError
+from activethief.selection.badge import Badge
 from activethief.selection.base import Need, Strategy
 from activethief.selection.compose import DEFAULT_NARROW_FACTOR, Composed, Narrow, check_narrowing
 from activethief.selection.dfal import DFAL
@@ -43,6 +44,7 @@ _BUILDERS: dict[str, Callable[[_Options], Strategy]] = {
     "dfal": lambda options: DFAL(),
     # ActiveThief's best on images: DFAL keeps the 2k closest to the boundary, k-center diversifies.
     "dfal+kcenter": lambda options: Composed([Narrow(DFAL(), factor=DFAL_KCENTER_FACTOR)], KCenter()),
+    "badge": lambda options: Badge(),
     "entropy+uniform": lambda options: Composed([_entropy_narrow(options)], ClassBalanced()),
     "entropy+kcenter+uniform": lambda options: Composed(
         [_entropy_narrow(options), Narrow(KCenter(), factor=options.kcenter_factor)], ClassBalanced()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -279,6 +280,17 @@ class Interrupt(Exception):
     pass
 
 
+def die_in_round(round_: int) -> Callable[[RoundEvent], None]:
+    """An `on_round` hook that interrupts the run after round `round_` bought its batch, before its
+    checkpoint is written (what a kill at that moment leaves)."""
+
+    def hook(event: RoundEvent) -> None:
+        if event.record.round == round_:
+            raise Interrupt
+
+    return hook
+
+
 @pytest.mark.parametrize("strategy", ["random", "entropy+kcenter"])
 def test_resumed_run_is_identical_to_an_uninterrupted_one(
     tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...], strategy: str
@@ -291,13 +303,9 @@ def test_resumed_run_is_identical_to_an_uninterrupted_one(
     )
     reference = steal(ModelOracle(target), x[:900], fit=QUICK, **kwargs)  # type: ignore[arg-type]
 
-    def die_in_round_two(event: RoundEvent) -> None:
-        if event.record.round == 2:  # its batch is bought and in the ledger; the checkpoint is not written
-            raise Interrupt
-
     out = tmp_path / "run"
     with pytest.raises(Interrupt):
-        steal(ModelOracle(target), x[:900], fit=QUICK, out=out, on_round=die_in_round_two, **kwargs)  # type: ignore[arg-type]
+        steal(ModelOracle(target), x[:900], fit=QUICK, out=out, on_round=die_in_round(2), **kwargs)  # type: ignore[arg-type]
     resumed = steal(ModelOracle(target), x[:900], fit=QUICK, out=out, resume=True, **kwargs)  # type: ignore[arg-type]
     assert comparable(resumed.history) == comparable(reference.history)
     a, b = reference.substitute.state_dict(), resumed.substitute.state_dict()
@@ -344,12 +352,8 @@ def test_bought_test_labels_are_counted_reported_and_never_bought_twice(
     out = tmp_path / "run"
     first = CountingFn(target)
 
-    def die_in_round_two(event: RoundEvent) -> None:
-        if event.record.round == 2:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        steal(CallableOracle(first, 10), x[:800], fit=QUICK, out=out, on_round=die_in_round_two, **kwargs)  # type: ignore[arg-type]
+        steal(CallableOracle(first, 10), x[:800], fit=QUICK, out=out, on_round=die_in_round(2), **kwargs)  # type: ignore[arg-type]
     assert first.images == 200 + 300  # the test set, then the seed round and two batches
     again = CountingFn(target)
     result = steal(CallableOracle(again, 10), x[:800], fit=QUICK, out=out, resume=True, **kwargs)  # type: ignore[arg-type]
@@ -390,13 +394,9 @@ def test_resuming_with_another_thread_count_warns(
     x = mnist_small[0][:400]
     kwargs = dict(budget=200, batch_size=100, quiet=True, fit=QUICK, out=tmp_path)
 
-    def die_in_round_one(event: RoundEvent) -> None:
-        if event.record.round == 1:
-            raise Interrupt
-
     before = torch.get_num_threads()
     with pytest.raises(Interrupt):
-        steal(ModelOracle(target), x, on_round=die_in_round_one, **kwargs)  # type: ignore[arg-type]
+        steal(ModelOracle(target), x, on_round=die_in_round(1), **kwargs)  # type: ignore[arg-type]
     torch.set_num_threads(before + 1)
     try:
         with pytest.warns(UserWarning, match="torch threads"):

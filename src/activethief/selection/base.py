@@ -72,9 +72,9 @@ class PoolView:
         return cls(size=probs.shape[0], probs=probs)
 
     def need_probs(self) -> FloatArray:
-        if self.probs is None:
-            raise ConfigError("this strategy reads the substitute's probabilities, but none were given")
-        return self.probs
+        """`need(Need.PROBS)`, typed: the probabilities, or a ConfigError saying none were computed."""
+        probs: FloatArray = self.need(Need.PROBS)
+        return probs
 
     def need(self, need: Need) -> Any:
         """The input `need`, or a ConfigError saying it was not computed."""

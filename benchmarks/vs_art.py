@@ -34,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,16 @@ from activethief.training import predict_proba
 OURS: dict[str, dict[str, Any]] = {
     "ours: random": {"strategy": "random", "seed_size": 250, "batch_size": 250},
     "ours: entropy+kcenter": {"strategy": "entropy+kcenter", "seed_size": 250, "batch_size": 250},
-    # "ours: low-budget": {...},  # the lead's low-budget preset / semi-supervised FitConfig, when it lands
 }
+try:  # the library's low-budget preset, in rounds of 125 (its own 100 would pass 500 but not 250)
+    from activethief.steal.config import PRESETS
+
+    OURS["ours: low-budget"] = {**PRESETS["low-budget"], "seed_size": 125, "batch_size": 125}
+except (ImportError, KeyError):
+    pass
+# ART's fit gets at least the steps these spent (the loop's default training); other configurations are
+# compared at their own cost, so adding one does not change ART's training budget.
+REFERENCE = ("ours: random", "ours: entropy+kcenter")
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,15 @@ METHODS = [*OURS, *ART]
 ART_BATCH = 128
 ART_LR = 1e-3
 DATASETS = ["mnist", "fashion-mnist"]
+
+
+def library_state() -> str:
+    """The installed activethief's identity: a hash of its source files (a shared checkout changes)."""
+    root = Path(steal_loop.__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def ensure_lenet_target(dataset: str, folder: Path) -> Path:
@@ -180,7 +197,8 @@ def run_ours(
                 "distinct": budget,
                 "steps": steps_at[budget],
                 "epochs": None,
-                "settings": OURS[method],
+                "settings": {k: asdict(v) if is_dataclass(v) else v for k, v in OURS[method].items()},
+                "library": library_state(),
                 "run_seconds": round(total, 1),
             }
         )
@@ -289,6 +307,7 @@ def run_art(
         "epochs": epochs,
         "reference_steps": reference_steps,
         "settings": {"attack": spec.attack, "sampling": spec.sampling, "step_factor": spec.step_factor},
+        "library": library_state(),
     }
 
 
@@ -310,8 +329,8 @@ def reference_steps(
     ]
     if not ours:
         raise SystemExit(
-            f"no row of ours for {dataset}, seed {seed}, {budget} queries: ART's training budget is set from "
-            "our steps, so run an `ours:` method first (or with --resume after one)"
+            f"no row of {' or '.join(REFERENCE)} for {dataset}, seed {seed}, {budget} queries: ART's "
+            "training budget is set from their steps, so run one first (or with --resume after one)"
         )
     return max(ours)
 

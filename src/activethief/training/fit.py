@@ -10,6 +10,7 @@ import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,15 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from activethief.errors import ConfigError
-from activethief.training.augment import random_shift
+from activethief.training.augment import weak_augment
 from activethief.training.predict import (
     ArrayLike,
+    Images,
     as_float_tensor,
     channels_last,
     network_batch,
     output_classes,
     predict_logits,
 )
+from activethief.training.semisup import SemiConfig, unlabelled_loss
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class FitConfig:
     # batch to a model that already fits the rest, so they need far fewer steps than a cold start.
     warm_steps: int = 0
     augment: int = 0  # random translations of up to this many pixels (0 = off)
+    hflip: bool = False  # random horizontal flips (photographs of objects; never for digits)
+    semi: SemiConfig | None = None  # semi-supervised objective over the unlabelled pool (None = off)
     bf16: bool = False  # bfloat16 autocast on CPU
     # RMSProp's first steps are ~10x the learning rate (its running average starts at zero), which wrecks
     # a warm start; ramping the rate up linearly over the first steps avoids that.
@@ -62,6 +67,15 @@ class FitConfig:
             )
         if 0 < self.max_steps < self.min_steps:
             raise ConfigError(f"max_steps ({self.max_steps}) is below min_steps ({self.min_steps})")
+        if self.semi is not None and not isinstance(self.semi, SemiConfig):
+            raise ConfigError(f"FitConfig.semi must be a SemiConfig or None, got {type(self.semi).__name__}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FitConfig:
+        """The inverse of `dataclasses.asdict` (the form run folders and experiment grids store)."""
+        values = dict(values)
+        semi = values.pop("semi", None)
+        return cls(**values, semi=None if semi is None else SemiConfig(**semi))
 
 
 @dataclass
@@ -75,6 +89,8 @@ class FitResult:
     val_agreement: float | None
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    # semi-supervised only: the mean fraction of pool images per step confident enough to be a target
+    confident: float | None = None
 
 
 def to_soft_targets(targets: ArrayLike, num_classes: int) -> torch.Tensor:
@@ -102,6 +118,57 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor
     return -(soft * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
+def _split(
+    xs: torch.Tensor,
+    soft: torch.Tensor,
+    cfg: FitConfig,
+    val: tuple[ArrayLike, ArrayLike] | None,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(train images, train targets, validation images, validation targets): `val`, a held-out fraction
+    of the answers, or no validation (sets under 20 images, `val_fraction` 0)."""
+    if val is not None:
+        return xs, soft, as_float_tensor(val[0]), to_soft_targets(val[1], soft.shape[1])
+    if cfg.val_fraction > 0 and len(xs) >= 20:
+        order = torch.randperm(len(xs), generator=gen)
+        n_val = max(1, round(len(xs) * cfg.val_fraction))
+        return xs[order[n_val:]], soft[order[n_val:]], xs[order[:n_val]], soft[order[:n_val]]
+    return xs, soft, None, None
+
+
+class _Step:
+    """One optimiser step: the loss on a batch of answers, plus the unlabelled loss when semi-supervised."""
+
+    def __init__(self, model: nn.Module, cfg: FitConfig, gen: torch.Generator, pool: Images | None) -> None:
+        self.model, self.cfg, self.gen, self.pool = model, cfg, gen, pool
+        self.optimiser = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        ramp = cfg.warmup_steps
+        self.warmup = torch.optim.lr_scheduler.LambdaLR(
+            self.optimiser, lambda step: min(1.0, (step + 1) / ramp) if ramp > 0 else 1.0
+        )
+        self.confident: list[float] = []
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> float:
+        """Train on one batch; returns the answered images' loss."""
+        cfg = self.cfg
+        xb = weak_augment(network_batch(images), cfg.augment, self.gen, hflip=cfg.hflip)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = soft_cross_entropy(self.model(xb), targets)
+            total = loss
+            if cfg.semi is not None and self.pool is not None:
+                count = cfg.semi.ratio * len(images)
+                extra, confident = unlabelled_loss(
+                    self.model, self.pool, count, cfg.semi, self.gen, max_shift=cfg.augment, hflip=cfg.hflip
+                )
+                total = loss + cfg.semi.weight * extra
+                self.confident.append(confident)
+        self.optimiser.zero_grad(set_to_none=True)
+        total.backward()  # type: ignore[no-untyped-call]
+        self.optimiser.step()
+        self.warmup.step()
+        return float(loss.item())
+
+
 def fit(
     model: nn.Module,
     x: ArrayLike,
@@ -112,8 +179,9 @@ def fit(
     init_state: Mapping[str, torch.Tensor] | None = None,
     val: tuple[ArrayLike, ArrayLike] | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
+    unlabelled: Images | None = None,
 ) -> FitResult:
-    """Train `model` in place on images `x` [n, 1, 28, 28] and `targets` (indices or probabilities).
+    """Train `model` in place on images `x` [n, C, H, W] and `targets` (indices or probabilities).
 
     Args:
         config: training settings; `FitConfig()` when omitted.
@@ -122,36 +190,23 @@ def fit(
             (build a fresh model for a cold start).
         val: explicit validation images and targets; otherwise `config.val_fraction` of the data is held out.
         on_epoch: called with (epoch, train_loss, val_loss) after each epoch, e.g. for a progress bar.
+        unlabelled: the images `config.semi` draws from (the thief's pool); required when it is set.
     """
     cfg = config or FitConfig()
+    if cfg.semi is not None and unlabelled is None:
+        raise ConfigError("semi-supervised training (FitConfig.semi) needs the unlabelled images")
     if init_state is not None:
         model.load_state_dict(init_state)
     channels_last(model)
-    num_classes = output_classes(model)
     xs = as_float_tensor(x)
-    soft = to_soft_targets(targets, num_classes)
+    soft = to_soft_targets(targets, output_classes(model))
     if len(xs) != len(soft):
         raise ConfigError(f"{len(xs)} images but {len(soft)} targets")
     if len(xs) == 0:
         raise ConfigError("cannot train on an empty set")
     gen = torch.Generator().manual_seed(seed)
-
-    if val is not None:
-        x_val, y_val = as_float_tensor(val[0]), to_soft_targets(val[1], num_classes)
-        x_tr, y_tr = xs, soft
-    elif cfg.val_fraction > 0 and len(xs) >= 20:
-        order = torch.randperm(len(xs), generator=gen)
-        n_val = max(1, round(len(xs) * cfg.val_fraction))
-        x_val, y_val = xs[order[:n_val]], soft[order[:n_val]]
-        x_tr, y_tr = xs[order[n_val:]], soft[order[n_val:]]
-    else:
-        x_val, y_val = None, None
-        x_tr, y_tr = xs, soft
-
-    optimiser = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-    )
+    x_tr, y_tr, x_val, y_val = _split(xs, soft, cfg, val, gen)
+    step = _Step(model, cfg, gen, unlabelled if cfg.semi is not None else None)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     best_loss, best_epoch, best_state, stale, steps = math.inf, 0, None, 0, 0
@@ -159,24 +214,15 @@ def fit(
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(x_tr), generator=gen)
-        total = 0.0
+        total, seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            xb = network_batch(x_tr[idx])
-            if cfg.augment:
-                xb = random_shift(xb, cfg.augment, gen)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(xb)
-            loss = soft_cross_entropy(logits, y_tr[idx])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            warmup.step()
-            total += loss.item() * len(idx)
+            total += step(x_tr[idx], y_tr[idx]) * len(idx)
+            seen += len(idx)
             steps += 1
             if steps == cfg.max_steps:
                 break
-        result.train_loss.append(total / min(len(x_tr), start + len(idx)))
+        result.train_loss.append(total / seen)
         val_loss = None
         if x_val is not None and y_val is not None:
             probs = F.softmax(predict_logits(model, x_val, bf16=cfg.bf16), dim=1)
@@ -193,6 +239,8 @@ def fit(
         result.epochs = epoch
         if steps == cfg.max_steps or (x_val is not None and stale >= cfg.patience and steps >= cfg.min_steps):
             break
+    if step.confident:
+        result.confident = sum(step.confident) / len(step.confident)
     if best_state is not None:
         model.load_state_dict(best_state)
         result.best_epoch, result.best_val_loss = best_epoch, best_loss

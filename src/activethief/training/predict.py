@@ -7,6 +7,7 @@ the same values take the same code path in every process (the README's determini
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -14,6 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 ArrayLike = np.ndarray | torch.Tensor
+
+
+class ImageSource(Protocol):
+    """Images read a batch at a time: a `data.Pool` (uint8 or memory-mapped storage, float32 batches)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: slice | np.ndarray, /) -> np.ndarray: ...
+
+
+Images = ArrayLike | ImageSource
 
 
 def channels_last(model: nn.Module) -> None:
@@ -80,7 +92,7 @@ class Outputs:
 
 def predict_outputs(
     model: nn.Module,
-    x: ArrayLike,
+    x: Images,
     *,
     probs: bool = True,
     logits: bool = False,
@@ -89,6 +101,9 @@ def predict_outputs(
     bf16: bool = False,
 ) -> Outputs:
     """Probabilities, logits and/or penultimate features of `x` [n, ...] in one pass of batches.
+
+    `x` is an array, a tensor or anything whose slices are float32 arrays (a `data.Pool`: a uint8 or
+    memory-mapped pool is read one batch at a time, never converted whole).
 
     Each quantity asked for is one preallocated float32 array [n, ...], filled batch by batch, so a
     pool of any size costs one pool-sized array per quantity and nothing else. Features come from
@@ -99,13 +114,14 @@ def predict_outputs(
     channels_last(model)
     was_training = model.training
     model.eval()
-    xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    xs = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     n = len(xs)
     out = Outputs()
     wanted = {"probs": probs, "logits": logits, "features": features}
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            batch = network_batch(xs[start : start + batch_size])
+            block = xs[start : start + batch_size]  # a `data.Pool` converts only this batch to float32
+            batch = network_batch(block if isinstance(block, torch.Tensor) else torch.from_numpy(block))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 if features:
                     feats, z = features_and_logits(model, batch)

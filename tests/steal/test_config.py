@@ -47,3 +47,44 @@ def test_defaults_and_the_stored_form() -> None:
     stored = config.to_dict()
     assert stored["fit"]["min_steps"] == DEFAULT_FIT.min_steps and stored["strategy"] == "entropy"
     assert config.selector().name == "entropy" and config.stop_rule().name == "budget"
+
+
+def test_presets_start_the_settings_and_given_fields_override_them() -> None:
+    from activethief.steal.config import LOW_BUDGET_FIT, PRESETS
+
+    low = StealConfig.preset("low-budget", budget=500)
+    assert low.fit == LOW_BUDGET_FIT and low.batch_size == PRESETS["low-budget"]["batch_size"]
+    assert StealConfig.preset("low-budget", budget=500, strategy="random").strategy == "random"
+    assert StealConfig.preset("default", budget=500) == StealConfig(budget=500)
+    with pytest.raises(ConfigError, match=r"unknown preset 'fast'; known: default, low-budget"):
+        StealConfig.preset("fast", budget=500)
+
+
+def test_the_command_builds_the_preset_then_the_options_given() -> None:
+    from activethief.steal.command import build_config
+    from activethief.training import SemiConfig
+
+    config = build_config(
+        "low-budget",
+        budget=300,
+        seed=2,
+        warm_start=False,
+        semi="pseudo:0.9",
+        batch_size=None,
+        strategy="margin",
+    )
+    expected = StealConfig.preset("low-budget", budget=300, seed=2, strategy="margin", warm_start=False)
+    assert config.fit.semi == SemiConfig(method="pseudo", threshold=0.9)
+    assert config == StealConfig.build(expected, {"fit": config.fit})
+    assert build_config("default", budget=300, semi="off", warm_start=True).fit.semi is None
+    with pytest.raises(ConfigError, match="unknown semi-supervised setting 'mixmatch'"):
+        build_config("default", budget=300, semi="mixmatch", warm_start=True)
+
+
+def test_fit_with_semi_supervised_settings_round_trips_through_the_run_folder_form() -> None:
+    from activethief.training import SemiConfig
+
+    config = StealConfig(budget=100, fit=FitConfig(semi=SemiConfig(ratio=2)))
+    stored = config.to_dict()
+    assert stored["fit"]["semi"] == {"method": "fixmatch", "threshold": 0.95, "ratio": 2, "weight": 1.0}
+    assert FitConfig.from_dict(stored["fit"]) == config.fit

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -12,6 +13,9 @@ import typer
 from activethief.cli import friendly
 from activethief.errors import ConfigError
 from activethief.steal.records import RoundEvent
+
+if TYPE_CHECKING:
+    from activethief.steal.config import StealConfig
 
 
 def read_target_labels(path: Path, count: int) -> np.ndarray:
@@ -26,6 +30,20 @@ def read_target_labels(path: Path, count: int) -> np.ndarray:
             f"got shape {list(labels.shape)} of {labels.dtype}"
         )
     return labels
+
+
+def build_config(preset: str, *, semi: str | None, warm_start: bool, **options: Any) -> StealConfig:
+    """The run's settings: the preset, then every option the user gave (None: not given)."""
+    from activethief.steal import StealConfig
+    from activethief.training import parse_semi
+
+    given = {name: value for name, value in options.items() if value is not None}
+    config = StealConfig.preset(preset, **given)
+    if not warm_start:
+        config = replace(config, warm_start=False)
+    if semi is not None:
+        config = replace(config, fit=replace(config.fit, semi=parse_semi(semi)))
+    return config
 
 
 def show_round(event: RoundEvent) -> None:
@@ -63,15 +81,27 @@ def steal_command(
             help="Buy the target's answers on the --test set (counted apart from --budget).",
         ),
     ] = False,
+    preset: Annotated[
+        str, typer.Option(help="Settings to start from: default or low-budget (see README, Presets).")
+    ] = "default",
     budget: Annotated[int, typer.Option(help="Most queries to buy.")] = 10_000,
-    batch_size: Annotated[int, typer.Option(help="Queries per round.")] = 1000,
-    strategy: Annotated[str, typer.Option(help="Selection strategy (see README).")] = "entropy",
-    seeding: Annotated[str, typer.Option(help="random, kmeans:N or pca-kmeans:N.")] = "random",
+    batch_size: Annotated[int | None, typer.Option(help="Queries per round (default 1000).")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="Selection strategy (see README; default entropy).")
+    ] = None,
+    seeding: Annotated[
+        str | None, typer.Option(help="random, kmeans:N, pca-kmeans:N, ... (default random).")
+    ] = None,
     seed_size: Annotated[int | None, typer.Option(help="Seed round size (default: batch size).")] = None,
     stop: Annotated[
-        str, typer.Option(help="budget, entropy:ALPHA or entropy:ALPHA:PATIENCE (see README, Stopping).")
-    ] = "budget",
-    substitute: Annotated[str, typer.Option(help="Substitute architecture.")] = "cnn2",
+        str | None,
+        typer.Option(help="budget, entropy:ALPHA or entropy:ALPHA:PATIENCE (see README, Stopping)."),
+    ] = None,
+    substitute: Annotated[str | None, typer.Option(help="Substitute architecture (default cnn2).")] = None,
+    semi: Annotated[
+        str | None,
+        typer.Option(help="Semi-supervised training over the pool: off, fixmatch or pseudo (see README)."),
+    ] = None,
     output_mode: Annotated[
         str, typer.Option(help="probs, topk:K, label or round:D (local targets).")
     ] = "probs",
@@ -90,18 +120,20 @@ def steal_command(
     """Steal a target with ActiveThief and write the substitute to OUT/substitute.pt."""
     from activethief import data
     from activethief.oracle import open_oracle
-    from activethief.steal import StealConfig, steal
+    from activethief.steal import steal
 
-    config = StealConfig(
+    config = build_config(
+        preset,
         budget=budget,
+        seed=seed,
+        warm_start=not cold_start,
+        semi=semi,
         batch_size=batch_size,
         strategy=strategy,
         seeding=seeding,
         seed_size=seed_size,
         stop=stop,
         substitute=substitute,
-        seed=seed,
-        warm_start=not cold_start,
     )
     if (target_test_labels is not None or buy_test_labels) and test is None:
         raise ConfigError("--target-test-labels and --buy-test-labels need --test (the test set)")

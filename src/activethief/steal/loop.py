@@ -129,12 +129,13 @@ class _Rounds:
         prior = rounds < round_
         return _Bought(keys[prior], answers[prior], keys, keys[rounds == round_])
 
-    def train(self, round_: int, bought: _Bought) -> tuple[nn.Module, int]:
-        """Round 0's untrained substitute, or one trained on every answer bought before `round_`."""
+    def train(self, round_: int, bought: _Bought) -> tuple[nn.Module, int, int]:
+        """Round 0's untrained substitute, or one trained on every answer bought before `round_`, with
+        its training's epochs and steps. Semi-supervised training draws from the whole pool."""
         config = self.config
         model = models.build(config.substitute, self.num_classes, seed=round_seed(config.seed, round_, 1))
         if round_ == 0:
-            return model, 0
+            return model, 0, 0
         warm = self.model is not None and config.warm_start
         init_state = self.model.state_dict() if warm and self.model is not None else None
         fit_config = config.fit
@@ -148,8 +149,9 @@ class _Rounds:
             config=fit_config,
             seed=round_seed(config.seed, round_, 2),
             init_state=init_state,
+            unlabelled=self.pool if fit_config.semi is not None else None,
         )
-        return model, result.epochs
+        return model, result.epochs, result.steps
 
     def batch_size(self, round_: int, bought: _Bought) -> int:
         """How many points this round buys (0 ends the run, with `stopped_by` saying why)."""
@@ -193,7 +195,7 @@ class _Rounds:
         """Train, measure, select and buy one round's batch; returns its record and substitute."""
         bought = self.bought(round_)
         t0 = time.perf_counter()
-        model, epochs = self.train(round_, bought)
+        model, epochs, steps = self.train(round_, bought)
         t1 = time.perf_counter()
         accuracy, agreement = self.evaluate(model)
         k = self.batch_size(round_, bought)
@@ -219,6 +221,7 @@ class _Rounds:
             seconds_select=round(t2 - t1, 3),
             seconds_query=round(t3 - t2, 3),
             evaluation_queries=self.oracle.evaluation_used,
+            train_steps=steps,
         )
         return record, model
 

@@ -28,6 +28,8 @@ class RoundRecord:
     seconds_query: float
     # Answers bought on the test set to measure agreement (`buy_test_labels`), apart from queries_used.
     evaluation_queries: int = 0
+    # Optimiser steps of this round's training (what bounds its cost; 0 for the untrained round 0).
+    train_steps: int = 0
 
 
 @dataclass(frozen=True)

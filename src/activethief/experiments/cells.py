@@ -135,7 +135,7 @@ class StealCell:
 
     def work(self, pool_size: int, params: GridParams) -> float:
         sizes = self.train_sizes()
-        fit = params.fit
+        fit = self.config(params).fit
         train = sum(training_steps(fit, n, warm=i > 0) * fit.batch_size for i, n in enumerate(sizes))
         # Every round measures on the test set; the pool is scored only where the seeding or the strategy
         # reads scores, in the seed round and every round that selects (all but the last).

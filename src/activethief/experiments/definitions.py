@@ -23,7 +23,7 @@ SINGLE = ("random", "entropy", "uniform", "kcenter")
 COMBINED = ("random", "entropy", "entropy+kcenter", "entropy+uniform", "entropy+kcenter+uniform")
 
 
-def _metrics(row: dict[str, Any], prefix: str = "", suffix: str = "_pct") -> dict[str, float | None]:
+def round_metrics(row: dict[str, Any], prefix: str = "", suffix: str = "_pct") -> dict[str, float | None]:
     """Accuracy and agreement of a round row, in percent."""
     return {
         f"{prefix}{name}{suffix}": None if row.get(name) is None else 100.0 * float(row[name])
@@ -68,7 +68,12 @@ def seeding_points(results: Results, scope: Scope) -> list[dict[str, Any]]:
         row = _row_at(results.rows_for(cell), cell.seed_size)
         if row is not None:
             points.append(
-                {"seeding": cell.seeding, "seed_size": cell.seed_size, "repeat": cell.repeat, **_metrics(row)}
+                {
+                    "seeding": cell.seeding,
+                    "seed_size": cell.seed_size,
+                    "repeat": cell.repeat,
+                    **round_metrics(row),
+                }
             )
     return points
 
@@ -101,7 +106,7 @@ def strategies_points(results: Results, scope: Scope) -> list[dict[str, Any]]:
                         "strategy": cell.strategy,
                         "queries": int(row["train_size"]),
                         "repeat": cell.repeat,
-                        **_metrics(row),
+                        **round_metrics(row),
                     }
                 )
     return points
@@ -131,7 +136,12 @@ def seed_size_points(results: Results, scope: Scope) -> list[dict[str, Any]]:
         row = _row_at(results.rows_for(cell), cell.budget)
         if row is not None:
             points.append(
-                {"seed_size": cell.seed_size, "queries": cell.budget, "repeat": cell.repeat, **_metrics(row)}
+                {
+                    "seed_size": cell.seed_size,
+                    "queries": cell.budget,
+                    "repeat": cell.repeat,
+                    **round_metrics(row),
+                }
             )
     return points
 
@@ -189,9 +199,9 @@ def stopping_points(results: Results, scope: Scope) -> list[dict[str, Any]]:
                         "alpha": alpha,
                         "repeat": cell.repeat,
                         "queries_at_stop": int(row["train_size"]),
-                        **_metrics(row, suffix="_at_stop_pct"),
+                        **round_metrics(row, suffix="_at_stop_pct"),
                         "stopped_early": float(stopped),
-                        **_metrics(full, suffix="_full_pool_pct"),
+                        **round_metrics(full, suffix="_full_pool_pct"),
                     }
                 )
     return points
@@ -227,7 +237,7 @@ def full_data_points(results: Results, scope: Scope) -> list[dict[str, Any]]:
         row = _row_at(results.rows_for(cell), cell.budget)
         if row is not None:
             points.append(
-                {"model": "substitute", "queries": cell.budget, "repeat": cell.repeat, **_metrics(row)}
+                {"model": "substitute", "queries": cell.budget, "repeat": cell.repeat, **round_metrics(row)}
             )
     target = results.targets.get(scope.dataset, {})
     if target.get("test_accuracy") is not None:

@@ -105,7 +105,7 @@ class GridParams:
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key == "fit":
-                kwargs[key] = FitConfig(**value)
+                kwargs[key] = FitConfig.from_dict(value)
             elif isinstance(value, list):
                 kwargs[key] = tuple(value)
             else:

@@ -20,7 +20,7 @@ from activethief.experiments.grid import GridParams
 from activethief.experiments.store import Results
 
 # Feature modules that register more experiments (e.g. transfer attacks); missing ones are skipped.
-EXTRA_MODULES: tuple[str, ...] = ("activethief.experiments.transfer",)
+EXTRA_MODULES: tuple[str, ...] = ("activethief.experiments.transfer", "activethief.experiments.low_budget")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from activethief.selection import (
     make_seeder,
 )
 
-SEEDERS = ["random", "kmeans:4", "pca-kmeans:4"]
+SEEDERS = ["random", "kmeans:4", "pca-kmeans:4", "typiclust", "probcover:4"]
 
 
 def view(images: np.ndarray, probs: np.ndarray) -> PoolView:
@@ -66,7 +66,14 @@ def test_an_input_with_the_wrong_row_count_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "needs"), [("random", set()), ("kmeans:4", {Need.PROBS}), ("pca-kmeans:4", {Need.IMAGES})]
+    ("name", "needs"),
+    [
+        ("random", set()),
+        ("kmeans:4", {Need.PROBS}),
+        ("pca-kmeans:4", {Need.IMAGES}),
+        ("typiclust", {Need.IMAGES}),
+        ("probcover:4", {Need.IMAGES}),
+    ],
 )
 def test_seeders_declare_what_they_read(name: str, needs: set[Need]) -> None:
     assert make_seeder(name).needs == needs

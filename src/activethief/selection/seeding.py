@@ -1,7 +1,9 @@
 """Seeding: choose the first points to query, before the substitute has learnt anything.
 
-Names: `random`, `kmeans:N` (the earlier study's rule) and `pca-kmeans:N` (our variant). Like
-strategies, seeders work on arrays and return pool indices; all randomness comes from the given rng.
+Names: `random`, `kmeans:N` (the earlier study's rule), `pca-kmeans:N` (our variant), and the low-budget
+cold starts of `activethief.selection.typical`: `typiclust` (Hacohen et al., ICML 2022) and `probcover:N`
+(Yehuda et al., NeurIPS 2022). Like strategies, seeders work on arrays and return pool indices; all
+randomness comes from the given rng.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from activethief.errors import ConfigError
 from activethief.selection.base import FloatArray, IndexArray, Need, PoolView, check_k, check_rng
 from activethief.selection.selectors import equal_shares
 
-SEEDING_FORMS: tuple[str, ...] = ("random", "kmeans:N", "pca-kmeans:N")
+SEEDING_FORMS: tuple[str, ...] = ("random", "kmeans:N", "pca-kmeans:N", "typiclust", "probcover:N")
 
 _KMEANS_INITS = 3  # k-means restarts: enough to avoid a poor local optimum, cheap on 60k points
 _PCA_COMPONENTS = 50
@@ -162,11 +164,14 @@ class PCAKMeansSeeder(Seeder):
         return np.concatenate(picks).astype(np.int64)
 
 
-_FORM = re.compile(r"^(random|kmeans|pca-kmeans)(?::(\d+))?$")
+_FORM = re.compile(r"^(random|kmeans|pca-kmeans|typiclust|probcover)(?::(\d+))?$")
 
 
 def make_seeder(name: str) -> Seeder:
-    """Build a seeder from its name: `random`, `kmeans:N` or `pca-kmeans:N` (N clusters, N >= 1).
+    """Build a seeder from its name: `random`, `kmeans:N`, `pca-kmeans:N`, `typiclust` or `probcover:N`.
+
+    N is a number of k-means clusters, N >= 1 (for `probcover:N`, the clusters that define a pure ball:
+    the number of classes).
 
     Raises:
         ConfigError: For an unknown or malformed name, listing the valid forms.
@@ -179,6 +184,13 @@ def make_seeder(name: str) -> Seeder:
         return KMeansSeeder(int(clusters))
     if kind == "pca-kmeans" and clusters is not None and int(clusters) >= 1:
         return PCAKMeansSeeder(int(clusters))
+    # typical.py builds on Seeder, so it is imported here rather than at the top (a cycle otherwise).
+    from activethief.selection.typical import ProbCoverSeeder, TypiClustSeeder
+
+    if kind == "typiclust" and clusters is None:
+        return TypiClustSeeder()
+    if kind == "probcover" and clusters is not None and int(clusters) >= 1:
+        return ProbCoverSeeder(int(clusters))
     raise ConfigError(
         f"unknown seeding {name!r}; valid forms: {', '.join(SEEDING_FORMS)} "
         "(N = number of clusters, a positive integer, e.g. kmeans:10)"

@@ -264,3 +264,41 @@ def test_set_params_and_extract_check_their_inputs(target: nn.Module, mnist_smal
         attack.extract(pool[:, 0], thieved_classifier=art_classifier(models.build("cnn2")))
     low_budget = ActiveThiefExtraction(art_classifier(target), nb_stolen=300, preset="low-budget")
     assert low_budget.config.strategy == "entropy+kcenter" and low_budget.config.budget == 300
+
+
+def test_rgb_channels_last_backend_converts_layout_and_per_channel_clip() -> None:
+    """An RGB 16x16 estimator taking NHWC in per-channel ranges: the backend's own conversion (the Oracle's
+    shape check for RGB targets is the oracle's, tested there)."""
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16 * 3, 5))
+    low, high = np.array([0.0, -1.0, 10.0], np.float32), np.array([255.0, 1.0, 20.0], np.float32)
+    victim = art_classification.PyTorchClassifier(
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(16, 16, 3),
+        nb_classes=5,
+        channels_first=False,
+        clip_values=(low, high),
+    )
+    backend = integration.ARTBackend(victim)
+    assert backend.input_shape == (3, 16, 16) and backend.num_classes == 5 and not backend.owned
+    images = rng.random((4, 3, 16, 16), dtype=np.float32)
+    x = backend.to_estimator(images)
+    assert x.shape == (4, 16, 16, 3)
+    np.testing.assert_allclose(x[..., 1], images[:, 1] * 2.0 - 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[..., 2], images[:, 2] * 10.0 + 10.0, atol=1e-5)
+    np.testing.assert_allclose(backend.from_estimator(x), images, atol=1e-5)
+    answers = backend.answer(images, "id")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(answers, torch.softmax(torch.from_numpy(logits), 1).numpy(), atol=1e-6)
+    with pytest.raises(ConfigError, match="clip_values"):
+        integration.ARTBackend(
+            art_classification.PyTorchClassifier(
+                model=model,
+                loss=nn.CrossEntropyLoss(),
+                input_shape=(3, 16, 16),
+                nb_classes=5,
+                clip_values=(low, high),
+            )
+        )

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from activethief.errors import ActiveThiefError, ConfigError
-from activethief.models import ARCHITECTURES
+from activethief.models import check_arch, resolve_device
 from activethief.selection import Seeder, Strategy, make_seeder, make_strategy
 from activethief.stopping import StoppingRule, parse_stop
 from activethief.training import FitConfig
@@ -56,11 +56,15 @@ class StealConfig:
         seeding: `random`, `kmeans:N` or `pca-kmeans:N`.
         seed_size: the seed round's size (default: `batch_size`).
         stop: `budget`, `entropy:ALPHA` or `entropy:ALPHA:PATIENCE` (`activethief.stopping`).
-        substitute: the substitute's architecture (`activethief.models.ARCHITECTURES`).
+        substitute: the substitute's architecture: a name in `activethief.models.ARCHITECTURES`, `auto`
+            (chosen by the target's input shape: `activethief.models.resolve_arch`), or a user factory
+            `package.module:function` taking `(input_shape, num_classes)` and returning an `nn.Module`.
         seed: the run seed; every random choice derives from it and the round.
         warm_start: start each round's training from the previous round's weights.
         narrow_factor: for `entropy+X` strategies, entropy keeps `narrow_factor * batch` candidates.
         fit: training settings per round.
+        device: where the substitute trains and predicts: `auto` (a CUDA GPU when present), `cpu`,
+            `cuda` or `cuda:N`.
 
     Raises:
         ConfigError: naming the field, for any invalid value.
@@ -77,6 +81,7 @@ class StealConfig:
     warm_start: bool = True
     narrow_factor: float | None = None
     fit: FitConfig = field(default=DEFAULT_FIT)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         _positive("budget", self.budget)
@@ -84,11 +89,14 @@ class StealConfig:
         _positive("seed_size", self.seed_size, optional=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"StealConfig.seed must be a non-negative integer, got {self.seed!r}")
-        if self.substitute not in ARCHITECTURES:
-            raise ConfigError(
-                f"StealConfig.substitute: unknown architecture {self.substitute!r}; "
-                f"known: {', '.join(sorted(ARCHITECTURES))}"
-            )
+        try:
+            check_arch(self.substitute)
+        except ActiveThiefError as exc:
+            raise ConfigError(f"StealConfig.substitute: {exc}") from None
+        try:
+            resolve_device(self.device)
+        except ActiveThiefError as exc:
+            raise ConfigError(f"StealConfig.device: {exc}") from None
         if not isinstance(self.fit, FitConfig):
             raise ConfigError(f"StealConfig.fit must be a FitConfig, got {type(self.fit).__name__}")
         for name, build in (("strategy", self.selector), ("seeding", self.seeder), ("stop", self.stop_rule)):

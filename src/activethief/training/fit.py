@@ -24,9 +24,11 @@ from activethief.training.predict import (
     Images,
     as_float_tensor,
     channels_last,
+    model_device,
     network_batch,
     output_classes,
     predict_logits,
+    to_device,
 )
 from activethief.training.semisup import SemiConfig, unlabelled_loss
 
@@ -141,6 +143,7 @@ class _Step:
 
     def __init__(self, model: nn.Module, cfg: FitConfig, gen: torch.Generator, pool: Images | None) -> None:
         self.model, self.cfg, self.gen, self.pool = model, cfg, gen, pool
+        self.device = model_device(model)
         self.optimiser = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         ramp = cfg.warmup_steps
         self.warmup = torch.optim.lr_scheduler.LambdaLR(
@@ -151,7 +154,11 @@ class _Step:
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> float:
         """Train on one batch; returns the answered images' loss."""
         cfg = self.cfg
-        xb = weak_augment(network_batch(images), cfg.augment, self.gen, hflip=cfg.hflip)
+        # Augmented on the CPU (its generator is there, so a GPU run draws the same shifts), then moved.
+        xb = to_device(
+            weak_augment(network_batch(images), cfg.augment, self.gen, hflip=cfg.hflip), self.device
+        )
+        targets = to_device(targets, self.device)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = soft_cross_entropy(self.model(xb), targets)
             total = loss

@@ -50,6 +50,18 @@ def network_batch(x: torch.Tensor) -> torch.Tensor:
     return torch.empty(x.shape, dtype=torch.float32).copy_(x)
 
 
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` on `device`: the same tensor (no copy) on the CPU, a copy on a GPU."""
+    return x if device.type == "cpu" else x.to(device, non_blocking=True)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model`'s weights are (the CPU for a module without any); its batches go there."""
+    from activethief.models import model_device as device_of
+
+    return device_of(model)
+
+
 def as_float_tensor(x: ArrayLike) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     return tensor.float() if tensor.dtype != torch.float32 else tensor
@@ -116,21 +128,23 @@ def predict_outputs(
     model.eval()
     xs = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     n = len(xs)
+    device = model_device(model)
     out = Outputs()
     wanted = {"probs": probs, "logits": logits, "features": features}
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             block = xs[start : start + batch_size]  # a `data.Pool` converts only this batch to float32
             batch = network_batch(block if isinstance(block, torch.Tensor) else torch.from_numpy(block))
+            batch = to_device(batch, device)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 if features:
                     feats, z = features_and_logits(model, batch)
                 else:
                     feats, z = None, model(batch)
-            z = z.float()
+            z = z.float().cpu()  # .cpu() is the tensor itself on the CPU
             values = {
                 "logits": z,
-                "features": None if feats is None else feats.float().flatten(1),
+                "features": None if feats is None else feats.float().flatten(1).cpu(),
                 "probs": F.softmax(z, dim=1) if probs else None,
             }
             for name, value in values.items():

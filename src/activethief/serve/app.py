@@ -113,6 +113,10 @@ def build_service(
 ) -> InferenceService:
     """An InferenceService from a model file (or module + metadata), a keys file and a state file.
 
+    The input shape served is the metadata's `input_shape` [C, H, W] (a model file records it; for a
+    module, pass it in `metadata`, default [1, 28, 28]); the model is run once on it at start, so a wrong
+    shape is a ConfigError here, not a 500 per request.
+
     `max_inflight_bytes` (default 4 x `max_bytes`) bounds the request bodies read or parsed at once;
     `model_details` publishes the training dataset and architecture in the model metadata.
     """
@@ -442,9 +446,10 @@ def serve(
     install_log_limits()
 
     log.info(
-        "serving model %r (%d classes) to %d keys (%s) on http://%s:%d",
+        "serving model %r (%d classes, input %s) to %d keys (%s) on http://%s:%d",
         service.config.model_name,
         service.num_classes,
+        "x".join(str(d) for d in service.input_shape),
         len(service.keys),
         ", ".join(service.keys.names),
         host,

@@ -2,11 +2,12 @@
 validating infer requests, and encoding responses, including Triton's binary tensor extension and its
 `classification` output parameter. Pure functions over bytes; no web framework here.
 
-Input: one tensor named `images`, datatype FP32 (values in [0, 1]) or UINT8 (0..255), shape [n, 1, 28, 28],
-[n, 28, 28] or [n, 784], `data` flat in row-major order (nested lists are accepted too) or, with the binary
-extension, raw little-endian bytes after the JSON header. A large numeric `data` array is parsed straight
-into a float64 array (never a list of Python floats), so a JSON request costs a few times its size in
-memory, not ten.
+Input: one tensor named `images`, datatype FP32 (values in [0, 1]) or UINT8 (0..255), shape [n, C, H, W]
+for a model of input shape (C, H, W) (C = 1 or 3, H and W at least 8; for grayscale models [n, H, W] and
+[n, H*W] too: [n, 1, 28, 28], [n, 28, 28] or [n, 784] for MNIST's), `data` flat in row-major order (nested
+lists are accepted too) or, with the binary extension, raw little-endian bytes after the JSON header. A
+large numeric `data` array is parsed straight into a float64 array (never a list of Python floats), so a
+JSON request costs a few times its size in memory, not ten.
 Outputs: `probabilities` FP32 [n, C] (the key's output mode applied) and `label` INT64 [n].
 """
 
@@ -26,7 +27,10 @@ INPUT_NAME = "images"
 PROBABILITIES = "probabilities"
 LABEL = "label"
 OUTPUT_NAMES = (PROBABILITIES, LABEL)
-IMAGE_SIZE = 28 * 28
+DEFAULT_INPUT_SHAPE = (1, 28, 28)
+IMAGE_SIZE = 28 * 28  # pixels of the default input shape
+MIN_SIDE = 8
+CHANNELS = (1, 3)
 MAX_ID_LENGTH = 256
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 REQUEST_FIELDS = ("id", "inputs", "outputs", "parameters")
@@ -57,6 +61,32 @@ class ProtocolError(Exception):
         super().__init__(message)
 
 
+def input_shape_of(value: Any) -> tuple[int, int, int] | None:
+    """(C, H, W) from a list or tuple of three integers with C = 1 or 3 and H, W >= 8, else None."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        return None
+    if not all(type(d) is int for d in value):
+        return None
+    channels, height, width = value
+    if channels not in CHANNELS or height < MIN_SIDE or width < MIN_SIDE:
+        return None
+    return channels, height, width
+
+
+def accepted_shapes(input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
+    """The per-image shapes a request may use: (C, H, W), and for C = 1 also (H, W) and (H*W,)."""
+    channels, height, width = input_shape
+    if channels == 1:
+        return [input_shape, (height, width), (height * width,)]
+    return [input_shape]
+
+
+def describe_shapes(input_shape: tuple[int, int, int]) -> str:
+    """`[n, 3, 32, 32]`, or `[n, 1, 28, 28], [n, 28, 28] or [n, 784]`: what a request's shape may be."""
+    names = [f"[n, {', '.join(str(d) for d in shape)}]" for shape in accepted_shapes(input_shape)]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 @dataclass(frozen=True)
 class RequestedOutput:
     """One entry of a request's `outputs`: which tensor, as top-k strings or not, as binary or JSON."""
@@ -68,7 +98,7 @@ class RequestedOutput:
 
 @dataclass
 class InferRequest:
-    """A validated infer request: images float32 [n, 1, 28, 28] in [0, 1] and what to answer with."""
+    """A validated infer request: images float32 [n, C, H, W] in [0, 1] and what to answer with."""
 
     images: np.ndarray
     request_id: str | None
@@ -86,6 +116,7 @@ def parse_infer_request(
     header_length: str | None = None,
     max_images: int,
     num_classes: int,
+    input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE,
 ) -> InferRequest:
     """Validate an infer request body; a ProtocolError (400 or 413) says exactly what is wrong.
 
@@ -94,6 +125,7 @@ def parse_infer_request(
         header_length: the `Inference-Header-Content-Length` header (binary extension), if sent.
         max_images: most images in one request (more: 413).
         num_classes: the model's classes, the upper bound for `classification`.
+        input_shape: the model's (C, H, W); the request's images come back as float32 [n, C, H, W].
     """
     doc, binary, lifted = _split_body(body, header_length)
     if not isinstance(doc, dict):
@@ -119,7 +151,7 @@ def parse_infer_request(
         raise ProtocolError(400, f"`inputs` must be a list with one tensor named {INPUT_NAME!r}")
     if len(inputs) != 1:
         raise ProtocolError(400, f"expected exactly one input tensor ({INPUT_NAME!r}), got {len(inputs)}")
-    images, used = _parse_input(inputs[0], binary, max_images, lifted)
+    images, used = _parse_input(inputs[0], binary, max_images, lifted, input_shape)
     if used != len(binary):
         raise ProtocolError(
             400, f"binary section has {len(binary)} bytes but the inputs' binary_data_size add up to {used}"
@@ -242,9 +274,13 @@ def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _parse_input(
-    tensor: Any, binary: bytes | bytearray | memoryview, max_images: int, lifted: dict[str, _LiftedArray]
+    tensor: Any,
+    binary: bytes | bytearray | memoryview,
+    max_images: int,
+    lifted: dict[str, _LiftedArray],
+    input_shape: tuple[int, int, int],
 ) -> tuple[np.ndarray, int]:
-    """Images float32 [n, 1, 28, 28] and the number of binary bytes consumed."""
+    """Images float32 [n, C, H, W] and the number of binary bytes consumed."""
     if not isinstance(tensor, dict):
         raise ProtocolError(400, "each input must be a JSON object with name, shape, datatype and data")
     _check_fields(tensor, INPUT_FIELDS, "the input tensor")
@@ -259,16 +295,19 @@ def _parse_input(
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ProtocolError(400, "input `shape` must be a list of non-negative integers")
-    if len(shape) not in (2, 3, 4) or tuple(shape[1:]) not in ((1, 28, 28), (28, 28), (IMAGE_SIZE,)):
+    if len(shape) not in (2, 3, 4) or tuple(shape[1:]) not in accepted_shapes(input_shape):
+        channels, height, width = input_shape
         raise ProtocolError(
-            400, f"input shape {shape} is not supported; use [n, 1, 28, 28], [n, 28, 28] or [n, 784]"
+            400,
+            f"input shape {shape} is not supported: this model takes {channels}x{height}x{width} images; "
+            f"use {describe_shapes(input_shape)}",
         )
     count = shape[0]
     if count == 0:
         raise ProtocolError(400, "empty batch: the input holds no images")
     if count > max_images:
         raise ProtocolError(413, f"{count} images in one request; this server takes at most {max_images}")
-    size = count * IMAGE_SIZE
+    size = count * int(np.prod(input_shape))
     params = _parameters(tensor, "input")
     binary_size = params.get("binary_data_size")
     if binary_size is not None:
@@ -281,7 +320,7 @@ def _parse_input(
             values, used = _lifted_values(lifted[data], datatype, size), 0
         else:
             values, used = _json_values(data, datatype, size), 0
-    return _to_images(values, datatype, count), used
+    return _to_images(values, datatype, count, input_shape), used
 
 
 def _lifted_values(array: _LiftedArray, datatype: str, size: int) -> np.ndarray:
@@ -326,7 +365,9 @@ def _json_values(data: Any, datatype: str, size: int) -> np.ndarray:
     return values.reshape(-1)
 
 
-def _to_images(values: np.ndarray, datatype: str, count: int) -> np.ndarray:
+def _to_images(
+    values: np.ndarray, datatype: str, count: int, input_shape: tuple[int, int, int]
+) -> np.ndarray:
     if datatype == "UINT8":
         if values.dtype != np.uint8 and (values.min() < 0 or values.max() > 255):
             raise ProtocolError(
@@ -343,7 +384,7 @@ def _to_images(values: np.ndarray, datatype: str, count: int) -> np.ndarray:
             raise ProtocolError(
                 400, f"FP32 values must lie in [0, 1]; got [{low:.4g}, {high:.4g}] (send UINT8 for 0..255)"
             )
-    return images.reshape(count, 1, 28, 28)
+    return images.reshape(count, *input_shape)
 
 
 def _parse_outputs(outputs: Any, binary_default: bool, num_classes: int) -> list[RequestedOutput]:

@@ -15,18 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from activethief import __version__
+from activethief.errors import ConfigError
 from activethief.serve.keys import KeyPolicy, KeyRing
 from activethief.serve.metrics import Metrics
 from activethief.serve.protocol import (
+    DEFAULT_INPUT_SHAPE,
     INPUT_NAME,
     LABEL,
     PROBABILITIES,
     EncodedResponse,
     ProtocolError,
     encode_infer_response,
+    input_shape_of,
     parse_infer_request,
 )
 from activethief.serve.ratelimit import TokenBucket
@@ -37,6 +41,7 @@ log = logging.getLogger("activethief.serve")
 
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+INPUT_DATATYPES = ("FP32", "UINT8")  # FP32 in [0, 1] is the published one; UINT8 0..255 is accepted too
 
 
 class ServeError(Exception):
@@ -81,7 +86,9 @@ class InferenceService:
 
     Args:
         model: the target (logits out), evaluated in-process.
-        metadata: the model file's metadata (`num_classes` required; `dataset`, `arch`, `class_names` shown).
+        metadata: the model file's metadata: `num_classes` required; `input_shape` [C, H, W] (C = 1 or 3,
+            H, W >= 8; default [1, 28, 28]) is what requests must send and what the metadata publishes;
+            `dataset`, `arch`, `class_names` shown.
         keys: the accepted keys and their policies.
         store: persistent usage and idempotency records.
         config: model name and request limits.
@@ -104,6 +111,8 @@ class InferenceService:
         self.store = store
         self.config = config
         self.num_classes = int(metadata["num_classes"])
+        self.input_shape = _input_shape(metadata)
+        _check_model_runs(self.model, self.input_shape, self.num_classes)
         self.metrics = Metrics(gauges=self._gauges)
         self._buckets: dict[str, TokenBucket] = {}
         for policy in keys:
@@ -169,6 +178,7 @@ class InferenceService:
             "max_batch_size": self.config.max_batch,
             "max_request_bytes": self.config.max_bytes,
             "budget_used": used,
+            "input_datatypes": ",".join(INPUT_DATATYPES),
         }
         if policy.budget is not None:
             params.update(budget=policy.budget, budget_left=max(0, policy.budget - used))
@@ -185,7 +195,7 @@ class InferenceService:
             "name": self.config.model_name,
             "versions": [self.config.model_version],
             "platform": "pytorch" if self.config.model_details else "",
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
+            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *self.input_shape]}],
             "outputs": [
                 {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, self.num_classes]},
                 {"name": LABEL, "datatype": "INT64", "shape": [-1]},
@@ -204,6 +214,7 @@ class InferenceService:
                 header_length=header_length,
                 max_images=self.config.max_batch,
                 num_classes=self.num_classes,
+                input_shape=self.input_shape,
             )
         except ProtocolError as exc:
             self.metrics.count(
@@ -322,3 +333,38 @@ class InferenceService:
             "activethief_budget_used_images": {p.name: float(usage.get(p.name, 0)) for p in self.keys},
             "activethief_budget_images": {p.name: float(p.budget) for p in self.keys if p.budget is not None},
         }
+
+
+def _input_shape(metadata: dict[str, Any]) -> tuple[int, int, int]:
+    """The served model's (C, H, W) from its metadata (absent: MNIST's 1x28x28), or a ConfigError."""
+    value = metadata.get("input_shape")
+    if value is None:
+        return DEFAULT_INPUT_SHAPE
+    shape = input_shape_of(list(value) if isinstance(value, list | tuple) else value)
+    if shape is None:
+        raise ConfigError(
+            f"the model's input_shape {value!r} cannot be served: give [C, H, W] with C = 1 or 3 "
+            "(grayscale or RGB) and H, W at least 8"
+        )
+    return shape
+
+
+def _check_model_runs(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """Refuse to start (ConfigError) when the model cannot take its declared input shape, or answers the
+    wrong number of classes: found here, not as a 500 on every request."""
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((1, *input_shape), dtype=torch.float32, device=device))
+    except Exception as exc:  # a shape mismatch raises RuntimeError, a custom module anything
+        raise ConfigError(
+            f"the model fails on one image of its declared input shape {list(input_shape)} "
+            f"({type(exc).__name__}: {exc}); set the metadata's input_shape to the shape it takes"
+        ) from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(
+            f"the model answers {got} for one image of shape {list(input_shape)}; expected logits "
+            f"[1, {num_classes}] (num_classes {num_classes})"
+        )

@@ -14,7 +14,9 @@ import pytest
 from serve_helpers import LiveServer, auth, infer_body
 from shape_helpers import RGB, RGB_CLASSES, rgb_images, rgb_service, tiny_rgb_model
 
+from activethief import models
 from activethief.errors import ConfigError
+from activethief.serve.app import build_service
 from activethief.serve.protocol import (
     ProtocolError,
     accepted_shapes,
@@ -158,3 +160,25 @@ def test_an_rgb_model_over_http_answers_bills_and_refuses_like_mnists(rgb_server
     text = httpx.get(f"{rgb_server.url}/metrics", headers=auth("ops")).text
     assert 'activethief_images_served_total{key="small"} 96.0' in text
     assert 'activethief_images_refused_total{key="small",reason="invalid"}' in text
+
+
+def test_a_saved_rgb_model_file_is_served_in_the_shape_it_records(keys_file: Path, tmp_path: Path) -> None:
+    model = models.build("cnn2", RGB_CLASSES, input_shape=(3, 24, 20), seed=0)
+    path = tmp_path / "rgb.pt"
+    models.save(model, path, arch="cnn2", num_classes=RGB_CLASSES, dataset="rgb")
+    service = build_service(path, keys_file)
+    assert service.input_shape == (3, 24, 20)
+    policy = service.authenticate(f"Bearer {_secret('alice')}")
+    assert service.model_metadata(policy)["inputs"][0]["shape"] == [-1, 3, 24, 20]
+    x = rgb_images(3, (3, 24, 20))
+    encoded = service.infer(policy, _body(x))
+    probs = np.asarray(json.loads(encoded.body)["outputs"][0]["data"], np.float32).reshape(3, RGB_CLASSES)
+    np.testing.assert_allclose(probs, predict_proba(model, x), atol=1e-6)
+    service.store.close()
+    # A module built for a shape carries it: no metadata needed beyond the classes.
+    module = build_service(model, keys_file, metadata={"num_classes": RGB_CLASSES})
+    assert module.input_shape == (3, 24, 20)
+    module.store.close()
+    # An explicit metadata shape wins, and is checked against the model.
+    with pytest.raises(ConfigError, match=r"fails on one image of its declared input shape \[1, 24, 20\]"):
+        build_service(path, keys_file, metadata={"input_shape": [1, 24, 20]})

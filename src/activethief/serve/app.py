@@ -114,8 +114,8 @@ def build_service(
     """An InferenceService from a model file (or module + metadata), a keys file and a state file.
 
     The input shape served is the metadata's `input_shape` [C, H, W] (a model file records it; for a
-    module, pass it in `metadata`, default [1, 28, 28]); the model is run once on it at start, so a wrong
-    shape is a ConfigError here, not a 500 per request.
+    module, pass it in `metadata`, or the module's `input_shape` attribute, default [1, 28, 28]); the
+    model is run once on it at start, so a wrong shape is a ConfigError here, not a 500 per request.
 
     `max_inflight_bytes` (default 4 x `max_bytes`) bounds the request bodies read or parsed at once;
     `model_details` publishes the training dataset and architecture in the model metadata.

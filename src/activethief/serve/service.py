@@ -87,7 +87,8 @@ class InferenceService:
     Args:
         model: the target (logits out), evaluated in-process.
         metadata: the model file's metadata: `num_classes` required; `input_shape` [C, H, W] (C = 1 or 3,
-            H, W >= 8; default [1, 28, 28]) is what requests must send and what the metadata publishes;
+            H, W >= 8; default: the module's own `input_shape` attribute, else [1, 28, 28]) is what
+            requests must send and what the metadata publishes;
             `dataset`, `arch`, `class_names` shown.
         keys: the accepted keys and their policies.
         store: persistent usage and idempotency records.
@@ -111,7 +112,7 @@ class InferenceService:
         self.store = store
         self.config = config
         self.num_classes = int(metadata["num_classes"])
-        self.input_shape = _input_shape(metadata)
+        self.input_shape = _input_shape(metadata, model)
         _check_model_runs(self.model, self.input_shape, self.num_classes)
         self.metrics = Metrics(gauges=self._gauges)
         self._buckets: dict[str, TokenBucket] = {}
@@ -335,9 +336,10 @@ class InferenceService:
         }
 
 
-def _input_shape(metadata: dict[str, Any]) -> tuple[int, int, int]:
-    """The served model's (C, H, W) from its metadata (absent: MNIST's 1x28x28), or a ConfigError."""
-    value = metadata.get("input_shape")
+def _input_shape(metadata: dict[str, Any], model: nn.Module) -> tuple[int, int, int]:
+    """The served model's (C, H, W) from its metadata, else the module's own `input_shape` (every model
+    `models.build` makes has one), else MNIST's 1x28x28; a ConfigError if it cannot be served."""
+    value = metadata.get("input_shape", getattr(model, "input_shape", None))
     if value is None:
         return DEFAULT_INPUT_SHAPE
     shape = input_shape_of(list(value) if isinstance(value, list | tuple) else value)

@@ -2,9 +2,9 @@
 
 Each run buys one seed of K queries from the dataset's LeNet target (runs/targets/<dataset>-lenet.pt,
 trained if missing) through a counting `ModelOracle`, trains a fresh `cnn2` substitute on the answers
-with the loop's default training (`DEFAULT_FIT`; the same model, training and selection seeds as round
-1 of `steal(..., seeding=NAME, seed=s)`), and measures test agreement with the target. Seeders include
-TypiClust and ProbCover in two representations of the pool (PCA-50 with unit-length rows, the default,
+with the low-budget preset's training (`LOW_BUDGET_FIT`; the same model, training and selection seeds
+as round 1 of `steal(..., seeding=NAME, seed=s)`), and measures test agreement with the target. Seeders
+include TypiClust and ProbCover in two representations of the pool (PCA-50 with unit-length rows, the default,
 and plain PCA-50 coordinates, `@pca`), to choose the representation by measurement. Rows are appended to
 a JSONL file as runs finish; rerunning skips finished runs, so the benchmark can be run in parts. Prints
 mean ± std over seeds, the ratio of each seeder's mean to random's, and seconds per seeder call.
@@ -28,7 +28,7 @@ from activethief import ModelOracle, data, models
 from activethief.oracle import answers_to_targets
 from activethief.selection import PoolView, Seeder, make_seeder
 from activethief.selection.typical import ProbCoverSeeder, TypiClustSeeder
-from activethief.steal import DEFAULT_FIT
+from activethief.steal.config import LOW_BUDGET_FIT
 from activethief.steal.loop import round_seed
 from activethief.target import train_target
 from activethief.training import fit, predict_proba
@@ -64,7 +64,7 @@ def run(dataset: str, seeder_name: str, size: int, seed: int, target: Path) -> d
     assert oracle.used == size, (oracle.used, size)
     model = models.build("cnn2", oracle.num_classes, seed=round_seed(seed, 1, 1))
     started = time.perf_counter()
-    fit(model, pool[chosen], answers_to_targets(answers), config=DEFAULT_FIT, seed=round_seed(seed, 1, 2))
+    fit(model, pool[chosen], answers_to_targets(answers), config=LOW_BUDGET_FIT, seed=round_seed(seed, 1, 2))
     seconds_train = time.perf_counter() - started
     pred = predict_proba(model, test_x).argmax(1)
     target_labels = oracle.evaluate(test_x)

@@ -29,6 +29,11 @@ _LOW_FIT = PRESETS["low-budget"]["fit"]
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "low-budget": ("low-budget", {}),
     "low-budget, random": ("low-budget", {"strategy": "random"}),
+    "low-budget, no augmentation": ("low-budget", {"fit": replace(_LOW_FIT, augment=0)}),
+    "low-budget, 300 warm steps a round": (
+        "low-budget",
+        {"warm_start": True, "fit": replace(_LOW_FIT, warm_steps=300)},
+    ),
     "low-budget, pseudo-labels": ("low-budget", {"fit": replace(_LOW_FIT, semi=SemiConfig(method="pseudo"))}),
     "low-budget, fixmatch": ("low-budget", {"fit": replace(_LOW_FIT, semi=SemiConfig())}),
     "default, rounds of 100": ("default", {"batch_size": 100, "strategy": "entropy+kcenter"}),

@@ -4,6 +4,12 @@ such as `activethief serve`: batched requests, retries with backoff, idempotent 
 Nothing is paid twice: each request carries the ledger's request id as the protocol's `id`; the ledger
 records it before sending, so after a crash `Oracle.recover` replays it with the same id, and the server
 answers from its record without billing again. Retries after timeouts reuse the id the same way.
+
+The input tensor's name, shape [-1, C, H, W] and datatype (FP32, FP64, FP16, or UINT8, sent as
+round(255 * x)) are read from the model metadata when the oracle opens. A server whose metadata lists no
+input shape is taken to serve MNIST's 1x28x28 (with a warning) unless `input_shape=` says otherwise; a
+published shape that is not [-1, C, H, W] with C = 1 or 3 and H, W >= 8, or that differs from
+`input_shape=`, is an OracleError.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,14 @@ from activethief.oracle.modes import OutputMode
 API_KEY_ENV = "ACTIVETHIEF_API_KEY"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+DEFAULT_INPUT_SHAPE = (1, 28, 28)
+# Datatypes we can send images in: the wire dtype, and whether values are 0..255 integers.
+_INPUT_DTYPES: dict[str, tuple[str, bool]] = {
+    "FP32": ("<f4", False),
+    "FP64": ("<f8", False),
+    "FP16": ("<f2", False),
+    "UINT8": ("u1", True),
+}
 DEFAULT_REQUEST_SIZE = 1000
 DEFAULT_RETRY_FOR = 120.0  # seconds: rides out an ordinary server restart
 DEFAULT_MAX_BACKOFF = 10.0
@@ -75,6 +90,7 @@ class HttpBackend:
         api_key: str | None = None,
         model: str | None = None,
         mode: str | OutputMode | None = None,
+        input_shape: tuple[int, int, int] | None = None,
         timeout: float = 30.0,
         retry_for: float = DEFAULT_RETRY_FOR,
         max_retries: int | None = None,
@@ -123,6 +139,7 @@ class HttpBackend:
             params = self.metadata.get("parameters") or {}
             self.num_classes = self._num_classes(params)
             self.remote_mode: OutputMode | None = self._discover_mode(params, mode)
+            self.input_name, self.input_shape, self.input_datatype = self._discover_input(input_shape)
         except BaseException:
             self._client.close()
             raise
@@ -143,6 +160,13 @@ class HttpBackend:
         every replay.
         """
         x = np.ascontiguousarray(images, dtype=np.float32)
+        per_image = int(np.prod(self.input_shape))
+        if x.ndim < 2 or x[0].size != per_image:
+            raise OracleError(
+                f"images of shape {list(x.shape)} do not fit this model's input "
+                f"[n, {', '.join(str(d) for d in self.input_shape)}]"
+            )
+        x = x.reshape(len(x), *self.input_shape)
         if len(x) <= self.request_size:
             return self._infer(x, request_id)
         parts = []
@@ -164,17 +188,23 @@ class HttpBackend:
 
     def _infer(self, x: np.ndarray, request_id: str) -> np.ndarray:
         output = {"name": OUTPUT_NAME, "parameters": {"binary_data": self.binary}}
-        tensor: dict[str, Any] = {"name": INPUT_NAME, "datatype": "FP32", "shape": [len(x), 1, 28, 28]}
+        tensor: dict[str, Any] = {
+            "name": self.input_name,
+            "datatype": self.input_datatype,
+            "shape": [len(x), *self.input_shape],
+        }
         headers: dict[str, str] = {}
+        wire, integral = _INPUT_DTYPES[self.input_datatype]
+        values = (np.rint(x * 255.0) if integral else x).astype(wire)
         if self.binary:
-            raw = x.astype("<f4").tobytes()
+            raw = values.tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
             header = json.dumps({"id": request_id, "inputs": [tensor], "outputs": [output]}).encode()
             content = header + raw
             headers["Inference-Header-Content-Length"] = str(len(header))
             headers["Content-Type"] = "application/octet-stream"
         else:
-            tensor["data"] = x.reshape(-1).tolist()
+            tensor["data"] = values.reshape(-1).tolist()
             content = json.dumps({"id": request_id, "inputs": [tensor], "outputs": [output]}).encode()
             headers["Content-Type"] = "application/json"
         response = self._request("POST", f"{self._model_path()}/infer", content=content, headers=headers)
@@ -320,6 +350,63 @@ class HttpBackend:
             )
         return mode
 
+    def _discover_input(self, wanted: tuple[int, int, int] | None) -> tuple[str, tuple[int, int, int], str]:
+        """(input name, (C, H, W), datatype) from the model metadata's `inputs`, checked against `wanted`."""
+        where = f"model {self.model!r} at {self.url}"
+        if wanted is not None and _image_shape(list(wanted)) is None:
+            raise OracleError(f"input_shape {wanted!r} is not (C, H, W) with C = 1 or 3 and H, W at least 8")
+        inputs = self.metadata.get("inputs")
+        if inputs is None or inputs == []:
+            return INPUT_NAME, self._unpublished_shape(where, wanted), "FP32"
+        if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
+            raise OracleError(f"{where} sent model metadata whose `inputs` is not a list of tensors")
+        if len(inputs) == 1:
+            tensor = inputs[0]
+        else:
+            named = [t for t in inputs if t.get("name") == INPUT_NAME]
+            if len(named) != 1:
+                names = [t.get("name") for t in inputs]
+                raise OracleError(
+                    f"{where} takes {len(inputs)} inputs {names}; activethief sends one image tensor "
+                    f"(a model with one input, or one named {INPUT_NAME!r})"
+                )
+            tensor = named[0]
+        name = tensor.get("name")
+        if not isinstance(name, str) or not name:
+            raise OracleError(f"{where} publishes an input without a name")
+        datatype = tensor.get("datatype", "FP32")
+        if datatype not in _INPUT_DTYPES:
+            raise OracleError(
+                f"{where} takes input {name!r} as {datatype!r}; activethief sends images as "
+                f"{', '.join(_INPUT_DTYPES)}"
+            )
+        published = tensor.get("shape")
+        if published is None:
+            return name, self._unpublished_shape(where, wanted), datatype
+        shape = _image_shape(published[1:]) if isinstance(published, list) and published else None
+        if shape is None or published[0] != -1:
+            raise OracleError(
+                f"{where} publishes input {name!r} of shape {published!r}; activethief needs "
+                "[-1, C, H, W] (a batch of images, C = 1 or 3 channels, H and W at least 8)"
+            )
+        if wanted is not None and tuple(wanted) != shape:
+            raise OracleError(
+                f"{where} takes images of shape {list(shape)}, not input_shape {list(wanted)}; drop "
+                "input_shape (it is read from the server) or point at the model you meant"
+            )
+        return name, shape, datatype
+
+    def _unpublished_shape(self, where: str, wanted: tuple[int, int, int] | None) -> tuple[int, int, int]:
+        if wanted is not None:
+            return (int(wanted[0]), int(wanted[1]), int(wanted[2]))
+        warnings.warn(
+            f"{where} does not publish its input shape; assuming 1x28x28 images (MNIST). Pass "
+            "input_shape=(C, H, W) if it takes others",
+            UserWarning,
+            stacklevel=5,
+        )
+        return DEFAULT_INPUT_SHAPE
+
 
 class HttpOracle(Oracle):
     """An oracle over an Open Inference Protocol API, e.g. `activethief serve`.
@@ -330,6 +417,8 @@ class HttpOracle(Oracle):
         api_key: sent as `Authorization: Bearer KEY`; default `$ACTIVETHIEF_API_KEY`.
         model: the model name when `url` is the server root.
         mode: only for servers that do not publish the key's output mode (ours does; it must then agree).
+        input_shape: (C, H, W) for servers that do not publish their input shape (default there: 1x28x28,
+            with a warning); where the server publishes one, it is read from there and this must agree.
         budget: the most queries this client will pay for (None: the server's budget is the limit).
         ledger: a path (SQLite file), a `Ledger`, or None for an in-memory ledger.
         timeout: seconds per HTTP request.
@@ -359,6 +448,7 @@ class HttpOracle(Oracle):
         api_key: str | None = None,
         model: str | None = None,
         mode: str | OutputMode | None = None,
+        input_shape: tuple[int, int, int] | None = None,
         budget: int | None = None,
         ledger: Ledger | Path | str | None = None,
         timeout: float = 30.0,
@@ -377,6 +467,7 @@ class HttpOracle(Oracle):
             api_key=api_key,
             model=model,
             mode=mode,
+            input_shape=input_shape,
             timeout=timeout,
             retry_for=retry_for,
             max_retries=max_retries,
@@ -443,6 +534,16 @@ def _split_url(url: str) -> tuple[str, str | None, str | None]:
     if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
         return root, parts[0], parts[2]
     raise OracleError(f"cannot read a model from URL {url!r}; use http://HOST:PORT/v2/models/NAME")
+
+
+def _image_shape(dims: Any) -> tuple[int, int, int] | None:
+    """(C, H, W) from three integers with C = 1 or 3 and H, W >= 8, else None."""
+    if not isinstance(dims, list) or len(dims) != 3 or not all(type(d) is int for d in dims):
+        return None
+    channels, height, width = dims
+    if channels not in (1, 3) or height < 8 or width < 8:
+        return None
+    return channels, height, width
 
 
 def _retry_after(value: str | None) -> float:

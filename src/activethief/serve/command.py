@@ -32,7 +32,12 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     @friendly
     def serve_command(
-        target: Annotated[Path, typer.Argument(help="Model file written by train-target (or models.save).")],
+        target: Annotated[
+            Path,
+            typer.Argument(
+                help="Model file (train-target or models.save), served in the input shape it records."
+            ),
+        ],
         keys: Annotated[Path, typer.Option("--keys", help="TOML keys file: API keys and their policies.")],
         host: Annotated[
             str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to expose it.")

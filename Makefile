@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: venv
-	$(BIN)/activethief data fetch mnist fashion-mnist
+	$(BIN)/activethief data fetch mnist fashion-mnist mnist-on-photos
 
 demo: data
 	@test -f $(DEMO)/target.pt || $(BIN)/activethief train-target --dataset mnist --arch cnn2 --out $(DEMO)/target.pt --quiet

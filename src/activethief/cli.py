@@ -79,7 +79,12 @@ def data_list(data_dir: DataDir = None) -> None:
 @friendly
 def train_target(
     dataset: Annotated[str, typer.Option(help="Dataset to train on (its full training set).")] = "mnist",
-    arch: Annotated[str, typer.Option(help="Architecture: cnn2, cnn2-wide, lenet, mlp.")] = "cnn2",
+    arch: Annotated[
+        str,
+        typer.Option(
+            help="Architecture: cnn2, cnn2-wide, lenet, mlp, resnet8, resnet14-wide, auto or module:function."
+        ),
+    ] = "cnn2",
     out: Annotated[Path, typer.Option(help="Where to write the model file.")] = Path("target.pt"),
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on a validation split).")] = 15,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
@@ -87,6 +92,7 @@ def train_target(
         int | None, typer.Option(help="Train on the first N images only (quick trials).")
     ] = None,
     data_dir: DataDir = None,
+    device: Annotated[str, typer.Option(help="auto (a GPU when present), cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train a target model on a dataset's full training set and save it with its test accuracy."""
@@ -101,6 +107,7 @@ def train_target(
         data_dir=data_dir,
         limit=limit,
         log=None if quiet else typer.echo,
+        device=device,
     )
     typer.echo(json.dumps(info, indent=2))
 

@@ -23,17 +23,23 @@ def train_target(
     data_dir: Path | str | None = None,
     limit: int | None = None,
     log: Callable[[str], None] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train `arch` on `dataset`'s training set (10% held out for early stopping), save it, return metadata.
 
-    `limit` trains on the first `limit` training images only (quick trials and smoke tests).
+    The model is built for the dataset's image shape (`auto` picks the architecture by it, and the
+    resolved name is saved). `limit` trains on the first `limit` training images only (quick trials and
+    smoke tests); `device` is `auto` (a GPU when present), `cpu` or `cuda`.
     """
     spec = data.get_spec(dataset)
     x, y = data.load(dataset, "train", root=data_dir)
     if limit is not None:
         x, y = x[:limit], y[:limit]
     x_test, y_test = data.load(dataset, "test", root=data_dir)
-    model = models.build(arch, len(spec.classes), seed=seed)
+    arch = models.resolve_arch(arch, spec.shape)
+    model = models.build(
+        arch, len(spec.classes), input_shape=spec.shape, seed=seed, device=models.resolve_device(device)
+    )
     started = time.perf_counter()
 
     def report(epoch: int, train_loss: float, val_loss: float | None) -> None:

@@ -17,7 +17,7 @@ def test_one_cell_per_variant_and_repeat_with_the_variants_settings() -> None:
     assert len(cells) == len(VARIANTS) * 2 == len({c.share_key for c in cells})
     by_name = {(c.variant, c.repeat): c for c in cells}
     low = by_name["low-budget", 0].config(SCOPE.params)
-    assert low.fit == LOW_BUDGET_FIT and low.batch_size == 200 and low.budget == 2000 and not low.warm_start
+    assert low.fit == LOW_BUDGET_FIT and low.batch_size == 100 and low.budget == 2000 and low.warm_start
     assert by_name["low-budget, random", 0].config(SCOPE.params).strategy == "random"
     default = by_name["default, rounds of 100", 1].config(SCOPE.params)
     assert default.fit == DEFAULT_FIT and default.batch_size == 100

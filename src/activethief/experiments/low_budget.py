@@ -30,9 +30,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "low-budget": ("low-budget", {}),
     "low-budget, random": ("low-budget", {"strategy": "random"}),
     "low-budget, no augmentation": ("low-budget", {"fit": replace(_LOW_FIT, augment=0)}),
-    "low-budget, 300 warm steps a round": (
+    "low-budget, rounds of 200, 1,500 fresh steps": (
         "low-budget",
-        {"warm_start": True, "fit": replace(_LOW_FIT, warm_steps=300)},
+        {"batch_size": 200, "warm_start": False, "fit": replace(_LOW_FIT, warm_steps=0)},
     ),
     "low-budget, pseudo-labels": ("low-budget", {"fit": replace(_LOW_FIT, semi=SemiConfig(method="pseudo"))}),
     "low-budget, fixmatch": ("low-budget", {"fit": replace(_LOW_FIT, semi=SemiConfig())}),

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from activethief.errors import ModelError
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -68,8 +70,23 @@ def as_float_tensor(x: ArrayLike) -> torch.Tensor:
 
 
 def output_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    return int(last.out_features)
+    """The model's number of outputs: from one zero image when it declares `input_shape` (every model
+    `models.build` makes, a user factory's included, whatever its head), else its last `nn.Linear`."""
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(to_device(torch.zeros(1, *shape), model_device(model)))
+        model.train(was_training)
+        return int(out.shape[-1])
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ModelError(
+            f"cannot tell how many classes {type(model).__name__} predicts: give it an `input_shape` "
+            "attribute (C, H, W) or end it with an nn.Linear"
+        )
+    return int(linear[-1].out_features)
 
 
 def predict_logits(

@@ -22,7 +22,7 @@ from torch import nn
 
 from activethief.errors import ConfigError
 from activethief.training.augment import strong_augment, weak_augment
-from activethief.training.predict import Images, as_float_tensor, network_batch
+from activethief.training.predict import Images, as_float_tensor, model_device, network_batch, to_device
 
 SEMI_METHODS = ("fixmatch", "pseudo")
 
@@ -72,12 +72,13 @@ def unlabelled_loss(
     """
     rows = torch.randint(0, len(pool), (count,), generator=generator)
     images = network_batch(as_float_tensor(pool[rows.numpy()]))
+    device = model_device(model)  # views are drawn on the CPU (the generator's), then moved
     weak = weak_augment(images, max_shift, generator, hflip=hflip)
     with torch.no_grad():
-        confidence, target = F.softmax(model(weak).float(), dim=1).max(1)
+        confidence, target = F.softmax(model(to_device(weak, device)).float(), dim=1).max(1)
     mask = (confidence >= config.threshold).float()
     view = strong_augment(images, generator, hflip=hflip) if config.method == "fixmatch" else weak
-    losses = F.cross_entropy(model(view).float(), target, reduction="none")
+    losses = F.cross_entropy(model(to_device(view, device)).float(), target, reduction="none")
     return (losses * mask).mean(), float(mask.mean())
 
 

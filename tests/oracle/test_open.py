@@ -48,7 +48,9 @@ def test_http_settings_reach_the_http_oracle(monkeypatch: pytest.MonkeyPatch) ->
     assert seen == {"url": url, "api_key": "secret", "budget": 5, "ledger": None, "retry_for": 3.5}
     seen.clear()
     open_oracle(url)
-    assert "retry_for" not in seen  # HttpOracle's own default window
+    assert "retry_for" not in seen and "input_shape" not in seen  # HttpOracle's own defaults
+    open_oracle(url, input_shape=[3, 32, 32])
+    assert seen["input_shape"] == (3, 32, 32)  # for a server that publishes no shape
 
 
 class Tiny(nn.Module):

@@ -8,7 +8,7 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -242,7 +242,8 @@ def open_oracle(
         ledger: where answers are recorded (None: in memory, until `steal` swaps in its run's ledger).
         api_key_env: the environment variable holding an HTTP target's API key.
         retry_for: seconds an HTTP target is retried while it is down (None: `HttpOracle`'s default).
-        input_shape: (C, H, W) the target takes, when its file does not say (see `parse_input_shape`).
+        input_shape: (C, H, W) the target takes, when its file (or an HTTP server) does not say (see
+            `parse_input_shape`); checked against what it does say.
         returns: `logits` or `probs`, what the target outputs (None: read from the model).
         normalise: per-channel `(mean, std)` the target expects its input normalised with, or a name
             (`imagenet`); applied by the adapter, never to the pool.
@@ -257,14 +258,12 @@ def open_oracle(
     kind = target_kind(target)
     if kind == "http":
         given = [
-            name
-            for name, value in (("input_shape", input_shape), ("returns", returns), ("normalise", normalise))
-            if value is not None
+            name for name, value in (("returns", returns), ("normalise", normalise)) if value is not None
         ]
         if given:
             raise ConfigError(
-                f"{', '.join(given)}: only for TorchScript and ONNX files; an HTTP target publishes its "
-                "input shape and applies its own output policy"
+                f"{' and '.join(given)}: only for TorchScript and ONNX files; an HTTP target applies its "
+                "own output policy and its own input normalisation"
             )
         try:
             from activethief.oracle.http import HttpOracle
@@ -278,9 +277,13 @@ def open_oracle(
             api_key = os.environ.get(api_key_env)
             if not api_key:
                 raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set")
-        if retry_for is None:
-            return HttpOracle(target, api_key=api_key, budget=budget, ledger=ledger)
-        return HttpOracle(target, api_key=api_key, budget=budget, ledger=ledger, retry_for=retry_for)
+        # Only what the caller gave is passed on, so HttpOracle's own defaults apply otherwise.
+        options: dict[str, Any] = {}
+        if retry_for is not None:
+            options["retry_for"] = retry_for
+        if input_shape is not None:
+            options["input_shape"] = check_input_shape(input_shape)
+        return HttpOracle(target, api_key=api_key, budget=budget, ledger=ledger, **options)
     if kind == "torchscript":
         from activethief.oracle.torchscript import TorchScriptOracle
 

@@ -138,3 +138,13 @@ def test_plot_examples_writes_a_png(
     assert result.examples is not None
     path = plot_examples(result.examples, tmp_path / "sub" / "grid.png", count=6, title="fgsm")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_images_of_another_shape_than_the_targets_are_rejected_before_any_query(
+    substitute: nn.Module, target_model: nn.Module
+) -> None:
+    oracle = ModelOracle(target_model)
+    rgb = np.zeros((3, 3, 32, 32), np.float32)
+    with pytest.raises(ConfigError, match=r"shape \[3, 3, 32, 32\].*\(C, H, W\) = \(1, 28, 28\)"):
+        evaluate_transfer(substitute, oracle, rgb, np.zeros(3, np.int64), FGSM())
+    assert oracle.used == 0

@@ -192,8 +192,8 @@ def test_bad_arguments(target: torch.nn.Module, mnist_small: tuple[np.ndarray, .
     ):
         with pytest.raises(ActiveThiefError):
             steal(oracle, x, **{"budget": 10, **kwargs}, quiet=True)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="pool"):
-        steal(oracle, x[:, 0], budget=10, quiet=True)
+    with pytest.raises(ConfigError, match=r"pool .*\(1, 20, 28\).*\(1, 28, 28\)"):
+        steal(oracle, x[:, :, :20], budget=10, quiet=True)  # not the target's input shape
 
 
 def test_hard_label_oracle_and_seeding(

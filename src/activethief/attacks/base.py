@@ -78,7 +78,7 @@ class Attack(ABC):
 
         Args:
             model: maps float32 [b, ...] images to logits [b, C]; attacked in eval mode on its own device.
-            images: float32 [n, ...] (e.g. [n, 1, 28, 28]) in [0, 1], numpy array or tensor.
+            images: float32 [n, C, H, W] (any C, H, W the model takes) in [0, 1], numpy array or tensor.
             labels: true classes [n] (integers); the untargeted attack moves away from them.
             seed: an int seed or a `torch.Generator` for the random start; same seed, same images.
 
@@ -165,7 +165,9 @@ def check_inputs(images: np.ndarray | torch.Tensor, labels: Labels) -> tuple[tor
     """Images as a float32 CPU tensor [n, ...] in [0, 1] and labels as int64 [n], or a ConfigError."""
     x = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
     if x.ndim < 2:
-        raise ConfigError(f"images must be a batch [n, ...] (e.g. [n, 1, 28, 28]); got shape {list(x.shape)}")
+        raise ConfigError(
+            f"images must be a batch [n, C, H, W] (e.g. [n, 3, 32, 32]); got shape {list(x.shape)}"
+        )
     if not x.dtype.is_floating_point:
         raise ConfigError(f"images must be floats in [0, 1]; got dtype {x.dtype}")
     x = x.float()

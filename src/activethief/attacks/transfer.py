@@ -24,8 +24,8 @@ from activethief.oracle.base import Oracle
 class TransferExamples:
     """Per-image arrays behind a `TransferResult` (for plots and further analysis; not JSON)."""
 
-    images: np.ndarray  # float32 [n, 1, 28, 28], clean
-    adversarial: np.ndarray  # float32 [n, 1, 28, 28], crafted on the substitute
+    images: np.ndarray  # float32 [n, C, H, W], clean
+    adversarial: np.ndarray  # float32 [n, C, H, W], crafted on the substitute
     labels: np.ndarray  # int64 [n], true classes
     goal: np.ndarray  # int64 [n]: true class (untargeted) or the class each image is pushed to
     substitute_clean: np.ndarray  # int64 [n], substitute's predicted classes
@@ -106,7 +106,8 @@ def evaluate_transfer(
     Args:
         substitute: the stolen model (logits out) the attack is crafted on.
         oracle: the target's black box (local, callable or HTTP).
-        images: float32 [n, 1, 28, 28] in [0, 1], e.g. test images.
+        images: float32 [n, C, H, W] in [0, 1] of the target's input shape (`oracle.input_shape`),
+            e.g. test images.
         labels: true classes, int [n].
         attack: the attack to run (its `target_class` decides targeted or not).
         white_box_target: the target as a torch module, when it is local: the same attack crafted on it
@@ -122,6 +123,18 @@ def evaluate_transfer(
     n = len(x)
     if n == 0:
         raise ConfigError("no images to attack; pass at least one image")
+    expected = tuple(oracle.input_shape)
+    if tuple(x.shape[1:]) != expected:
+        raise ConfigError(
+            f"images have shape {list(x.shape)}, but the target takes [n, {', '.join(map(str, expected))}] "
+            f"(its input shape (C, H, W) = {expected}); attack images of the target's shape"
+        )
+    sub_shape = getattr(substitute, "input_shape", None)
+    if sub_shape is not None and tuple(sub_shape) != expected:
+        raise ConfigError(
+            f"the substitute was built for images of shape {tuple(sub_shape)}, the target takes {expected}; "
+            "steal a substitute for this target"
+        )
     num_classes = num_classes_of(substitute, x_t)
     if num_classes != oracle.num_classes:
         raise ConfigError(

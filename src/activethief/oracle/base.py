@@ -13,6 +13,17 @@ from activethief.errors import BudgetExceededError, OracleError
 from activethief.oracle.ledger import Ledger
 from activethief.oracle.modes import OutputMode
 
+Shape = tuple[int, int, int]
+DEFAULT_INPUT_SHAPE: Shape = (1, 28, 28)  # what a backend that does not declare `input_shape` takes
+
+
+class ImageRows(Protocol):
+    """Images read by index: an array, or a `data.Pool` (`pool[indices]` gives float32 [n, C, H, W])."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: np.ndarray, /) -> np.ndarray: ...
+
 
 class Backend(Protocol):
     """Where answers come from: a local model, a Python callable, an HTTP API.
@@ -22,21 +33,45 @@ class Backend(Protocol):
     id that stays the same when a request is replayed after a crash (an idempotency key). A backend
     with an `owned = True` attribute is a model the user owns outright (a model file or module in this
     process): only such a backend is asked for evaluation answers without counting them.
+
+    `input_shape` is the (C, H, W) of one image the target takes; the oracle checks every image against
+    it before the backend sees it, so `answer` always receives float32 [n, C, H, W] in [0, 1].
     """
 
+    input_shape: Shape
     num_classes: int
     remote_mode: OutputMode | None
 
     def answer(self, images: np.ndarray, request_id: str) -> np.ndarray: ...
 
 
-def check_images(images: np.ndarray) -> np.ndarray:
-    """Images as float32 [n, 1, 28, 28] in [0, 1], or an OracleError saying what is wrong."""
+def check_input_shape(shape: object, what: str = "input_shape") -> Shape:
+    """`shape` as a (C, H, W) tuple of positive ints with C = 1 or 3, or an OracleError naming it."""
+    try:
+        dims = tuple(int(d) for d in shape)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        dims = ()
+    if len(dims) != 3 or dims[0] not in (1, 3) or min(dims) < 1:
+        raise OracleError(f"{what} must be (C, H, W) with C = 1 or 3 and H, W >= 1; got {shape!r}")
+    return (dims[0], dims[1], dims[2])
+
+
+def check_images(images: np.ndarray, shape: Shape) -> np.ndarray:
+    """Images as float32 [n, C, H, W] in [0, 1] for a target taking (C, H, W) = `shape`.
+
+    [n, H, W] is accepted when C = 1. Anything else raises an OracleError naming the expected and the
+    given shape (or the out-of-range or non-finite values).
+    """
+    c, h, w = shape
     x = np.asarray(images)
-    if x.ndim == 3:
+    if x.ndim == 3 and c == 1:
         x = x[:, None]
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-        raise OracleError(f"images must have shape [n, 1, 28, 28] (or [n, 28, 28]); got {list(x.shape)}")
+    if x.ndim != 4 or x.shape[1:] != (c, h, w):
+        also = f" (or [n, {h}, {w}])" if c == 1 else ""
+        raise OracleError(
+            f"expected images of shape [n, {c}, {h}, {w}]{also}, the target's input shape (C, H, W) = "
+            f"{shape}; got shape {list(x.shape)}"
+        )
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise OracleError("images contain NaN or infinite values")
@@ -84,6 +119,16 @@ class Oracle:
     @property
     def num_classes(self) -> int:
         return self.backend.num_classes
+
+    @property
+    def input_shape(self) -> Shape:
+        """(C, H, W) of one image the target takes (the backend's; (1, 28, 28) if it declares none)."""
+        shape: Shape = getattr(self.backend, "input_shape", DEFAULT_INPUT_SHAPE)
+        return shape
+
+    def check(self, images: np.ndarray) -> np.ndarray:
+        """`images` checked against the target's input shape (`check_images`)."""
+        return check_images(images, self.input_shape)
 
     @property
     def used(self) -> int:
@@ -143,7 +188,7 @@ class Oracle:
 
         Pool points answered before are served from the ledger and not charged again.
         """
-        x = check_images(images)
+        x = self.check(images)
         if keys is None:
             self._charge(len(x))
             answers = (
@@ -172,11 +217,12 @@ class Oracle:
         """Replay requests left pending by a crash, with their original ids; returns points recovered.
 
         A replayable backend (an HTTP API with idempotency keys) answers a replayed id without billing
-        again; a local backend simply answers.
+        again; a local backend simply answers. `pool` is read only at the pending indices, so any
+        `ImageRows` (an array, or a `data.Pool` converting just those rows) will do.
         """
         recovered = 0
         for request_id, indices, round_ in self.ledger.pending():
-            answers = self._ask(check_images(pool[indices]), request_id)
+            answers = self._ask(self.check(pool[indices]), request_id)
             self.ledger.complete(request_id, indices, answers, round_, str(self.mode))
             recovered += len(indices)
         return recovered
@@ -190,7 +236,7 @@ class Oracle:
         """
         if not self.free_evaluation:
             return None
-        probs = np.asarray(self.backend.answer(check_images(images), "evaluation"), dtype=np.float32)
+        probs = np.asarray(self.backend.answer(self.check(images), "evaluation"), dtype=np.float32)
         labels: np.ndarray = probs.argmax(1)
         return labels
 
@@ -202,7 +248,7 @@ class Oracle:
         Answers already recorded are served from the ledger, and a request a crash left pending is
         replayed under its original id first, so an evaluation set is never paid for twice.
         """
-        x = check_images(images)
+        x = self.check(images)
         for request_id, pending_set, items in self.ledger.pending_evaluations():
             if pending_set == set_id:
                 answers = self._ask_recorded(x[items], request_id, self.ledger.abandon_evaluation)

@@ -55,13 +55,17 @@ class Need(enum.Enum):
 
 @dataclass(frozen=True)
 class PoolView:
-    """What a selection sees of the pool: its size and the inputs computed for it (None if not needed)."""
+    """What a selection sees of the pool: its size and the inputs computed for it (None if not needed).
+
+    `images` is a float array [N, ...], or (from the loop, for a selection strategy) the `data.Pool`
+    itself: read it by index, `images[indices]` (float32 [n, C, H, W], converted per call), never whole.
+    """
 
     size: int
     probs: FloatArray | None = None
     features: FloatArray | None = None
     model: Any = None
-    images: FloatArray | None = None
+    images: Any = None  # FloatArray [N, ...] or an image source read by index (a data.Pool)
 
     @classmethod
     def of(cls, probs_or_view: PoolView | FloatArray) -> PoolView:

@@ -15,6 +15,7 @@ from activethief.errors import ConfigError
 from activethief.steal.records import RoundEvent
 
 if TYPE_CHECKING:
+    from activethief.data import Pool
     from activethief.steal.config import StealConfig
 
 
@@ -30,6 +31,17 @@ def read_target_labels(path: Path, count: int) -> np.ndarray:
             f"got shape {list(labels.shape)} of {labels.dtype}"
         )
     return labels
+
+
+def open_pool_for(source: str, shape: tuple[int, int, int], root: Path | None) -> Pool:
+    """`--pool` opened for a target taking (C, H, W) = `shape`, or a ConfigError naming both shapes."""
+    from activethief.data import open_pool
+    from activethief.errors import DataError
+
+    try:
+        return open_pool(source, shape, root=root)
+    except DataError as exc:
+        raise ConfigError(f"--pool {source}: {exc}") from None
 
 
 def build_config(preset: str, *, semi: str | None, warm_start: bool, **options: Any) -> StealConfig:
@@ -68,7 +80,13 @@ def register(app: typer.Typer) -> None:
 def steal_command(
     target: Annotated[str, typer.Option(help="Target model file (target.pt) or OIP URL .../v2/models/NAME.")],
     out: Annotated[Path, typer.Option(help="Output folder: history, summary, substitute, ledger.")],
-    pool: Annotated[str, typer.Option(help="Dataset whose training set is the attacker's pool.")] = "mnist",
+    pool: Annotated[
+        str,
+        typer.Option(
+            help="The attacker's pool: a dataset name (its training set; NAME:SPLIT for another split), "
+            "a folder of images (resized to the target's input shape), or an .npy/.npz file."
+        ),
+    ] = "mnist",
     pool_size: Annotated[int | None, typer.Option(help="Use only the first N pool images.")] = None,
     test: Annotated[str | None, typer.Option(help="Dataset whose test set measures the substitute.")] = None,
     target_test_labels: Annotated[
@@ -121,6 +139,7 @@ def steal_command(
     from activethief import data
     from activethief.oracle import open_oracle
     from activethief.steal import steal
+    from activethief.steal.loop import first_images
 
     config = build_config(
         preset,
@@ -139,7 +158,8 @@ def steal_command(
         raise ConfigError("--target-test-labels and --buy-test-labels need --test (the test set)")
     if target_test_labels is not None and buy_test_labels:
         raise ConfigError("give either --target-test-labels or --buy-test-labels, not both")
-    x_pool = data.load(pool, "train", root=data_dir)[0][:pool_size]
+    if pool_size is not None and pool_size < 1:
+        raise ConfigError(f"--pool-size must be at least 1, got {pool_size}")
     test_set = data.load(test, "test", root=data_dir) if test else None
     labels = None
     if target_test_labels is not None and test_set is not None:
@@ -147,9 +167,11 @@ def steal_command(
     # No ledger here: steal() opens OUT/ledger.sqlite itself, refusing to overwrite a run unless resuming.
     oracle = open_oracle(target, output_mode=output_mode, api_key_env=api_key_env, retry_for=retry_for)
     try:
+        # The pool is opened in the target's input shape and kept as stored (uint8, memory-mapped).
+        images = first_images(open_pool_for(pool, oracle.input_shape, data_dir), pool_size)
         result = steal(
             oracle,
-            x_pool,
+            images,
             config,
             test=test_set,
             out=out,

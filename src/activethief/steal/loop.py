@@ -2,6 +2,11 @@
 
 State is the ledger (every answer bought, by pool index and round) plus the run folder's checkpoint of
 the last finished round, so `resume=True` continues exactly where a run stopped, buying nothing twice.
+
+The pool is a `data.Pool` held in its storage form (uint8, or memory-mapped) and read a batch at a time:
+scoring streams it through `predict_outputs`, purchases read `pool[batch]` and training `pool[bought]`,
+so a 1,000,000-image RGB pool never becomes a 12 GB float32 array (unless a seeder that clusters the
+raw pixels asks for all of them; see `pool_view`).
 """
 
 from __future__ import annotations
@@ -11,13 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from torch import nn
 
 from activethief import models
-from activethief.errors import ConfigError
+from activethief.data import Pool, PoolSummary, open_pool
+from activethief.errors import ConfigError, DataError
 from activethief.oracle import Oracle, answers_to_targets
 from activethief.progress import Progress
 from activethief.selection import Need, PoolView, mean_entropy
@@ -37,16 +43,76 @@ def round_seed(seed: int, round_: int, purpose: int) -> int:
     return int(np.random.SeedSequence([seed, round_, purpose]).generate_state(1)[0])
 
 
-def load_pool(pool: np.ndarray | str) -> np.ndarray:
-    """The pool as float32 [N, 1, 28, 28]; a dataset name means its training set."""
-    if isinstance(pool, str):
-        from activethief import data
+PoolInput = np.ndarray | Pool | str | Path
 
-        pool = data.load(pool, "train")[0]
-    pool = np.ascontiguousarray(pool, dtype=np.float32)
-    if pool.ndim != 4 or pool.shape[1:] != (1, 28, 28):
-        raise ConfigError(f"pool must be float32 [N, 1, 28, 28]; got {list(pool.shape)}")
-    return pool
+_FINGERPRINT_ROWS = 4096  # images per block when a pool's legacy fingerprint is streamed
+
+
+def load_pool(pool: PoolInput, shape: tuple[int, int, int]) -> Pool:
+    """The pool for a target taking (C, H, W) = `shape`, as a `data.Pool` (nothing converted yet).
+
+    `pool` is a `data.Pool`, an array (uint8, or float in [0, 1]; [N, C, H, W], [N, H, W, C] or
+    [N, H, W]), or anything `data.open_pool` opens: a dataset name (its training set), a folder of
+    images (converted to `shape`), an .npy/.npz file. A pool of another shape is a ConfigError naming
+    both shapes.
+    """
+    if isinstance(pool, Pool):
+        opened = pool
+    else:
+        try:
+            opened = open_pool(pool, shape)
+        except DataError as exc:
+            raise ConfigError(f"pool: {exc}") from None
+    if opened.shape != tuple(shape):
+        raise ConfigError(
+            f"pool {opened.summary.source} holds images of shape (C, H, W) = {opened.shape}, but the "
+            f"target takes {tuple(shape)}; give a pool of the target's shape (a folder is resized to it)"
+        )
+    if len(opened) == 0:
+        raise ConfigError(f"pool {opened.summary.source} holds no images")
+    return opened
+
+
+def first_images(pool: Pool, count: int | None) -> Pool:
+    """The pool's first `count` images (all of them for None), still in their storage form."""
+    if count is None or count >= len(pool):
+        return pool
+    if count < 1:
+        raise ConfigError(f"pool size must be at least 1, got {count}")
+    summary = PoolSummary(f"{pool.summary.source}[:{count}]", pool.summary.kind, pool.summary.storage, count)
+    return Pool(pool.storage[:count], pool.layout, summary)
+
+
+def pool_fingerprint(pool: Pool) -> str:
+    """The pool's identity for resume, bound in the ledger.
+
+    A dataset pool or a pool of float pixels keeps the definition runs have always bound (`fingerprint`
+    of its float32 [N, C, H, W] values, streamed a block at a time here), so run folders written before
+    pools were read per batch still resume. Any other pool (uint8 arrays, .npy/.npz files, folders) is
+    identified by `Pool.fingerprint` (SHA-256 of its stored bytes, content and order).
+    """
+    if pool.summary.kind != "dataset" and pool.storage.dtype.kind != "f":
+        return pool.fingerprint
+    digest = hashlib.sha256()
+    for batch in pool.batches(_FINGERPRINT_ROWS):
+        digest.update(np.ascontiguousarray(batch).data)
+    return digest.hexdigest()[:32]
+
+
+def bind_pool(oracle: Oracle, pool: Pool) -> None:
+    """Bind the pool's fingerprint in the ledger, refusing a resumed run whose pool changed."""
+    ledger, value = oracle.ledger, pool_fingerprint(pool)
+    recorded, source = ledger.get_meta("pool"), ledger.get_meta("pool_source")
+    if recorded is not None and recorded != value:
+        was = f" ({source})" if source else ""
+        raise ConfigError(
+            f"the pool {pool.summary.source} is not the pool this run bought its answers for{was}: its "
+            f"content or order changed (fingerprint {value[:16]}, recorded {recorded[:16]}). The ledger's "
+            "pool indices would point at other images; resume with the same pool, or start a new run"
+        )
+    ledger.bind("pool", value, "pool fingerprint")
+    if source is None:
+        ledger.set_meta("pool_source", pool.summary.source)
 
 
 class Evaluator:
@@ -99,7 +165,7 @@ class _Rounds:
     def __init__(
         self,
         oracle: Oracle,
-        pool: np.ndarray,
+        pool: Pool,
         config: StealConfig,
         evaluate: Evaluator,
         history: list[RoundRecord],
@@ -109,6 +175,10 @@ class _Rounds:
         self.history, self.model = history, model
         self.selector, self.seeder, self.rule = config.selector(), config.seeder(), config.stop_rule()
         self.num_classes = oracle.num_classes
+        # The substitute for the target's input shape (`auto`: cnn2 for 28x28 grayscale, a residual net
+        # otherwise), trained and scored on `config.device`.
+        self.arch = models.resolve_arch(config.substitute, oracle.input_shape)
+        self.device = models.resolve_device(config.device)
         self.entropies = [r.batch_entropy for r in history if r.batch_entropy is not None]
         self.stopped_by = "budget"
 
@@ -133,7 +203,13 @@ class _Rounds:
         """Round 0's untrained substitute, or one trained on every answer bought before `round_`, with
         its training's epochs and steps. Semi-supervised training draws from the whole pool."""
         config = self.config
-        model = models.build(config.substitute, self.num_classes, seed=round_seed(config.seed, round_, 1))
+        model = models.build(
+            self.arch,
+            self.num_classes,
+            input_shape=self.oracle.input_shape,
+            seed=round_seed(config.seed, round_, 1),
+            device=self.device,
+        )
         if round_ == 0:
             return model, 0, 0
         warm = self.model is not None and config.warm_start
@@ -170,7 +246,7 @@ class _Rounds:
     ) -> tuple[np.ndarray, float | None]:
         """The batch to buy (ascending pool index) and its mean entropy under `model` (stopping signal)."""
         needs = self.seeder.needs if round_ == 0 else self.selector.needs
-        view = pool_view(model, self.pool, needs, bf16=self.config.fit.bf16)
+        view = pool_view(model, self.pool, needs, bf16=self.config.fit.bf16, whole_images=round_ == 0)
         rng = np.random.default_rng(round_seed(self.config.seed, round_, 3))
         if len(bought.this_round):  # resuming a round whose batch was already bought
             batch = bought.this_round[:k]
@@ -226,17 +302,28 @@ class _Rounds:
         return record, model
 
 
-def pool_view(model: nn.Module, pool: np.ndarray, needs: frozenset[Need], *, bf16: bool = False) -> PoolView:
-    """What a strategy needs of the pool, computed in one streaming pass (nothing when it needs nothing)."""
+def pool_view(
+    model: nn.Module, pool: Pool, needs: frozenset[Need], *, bf16: bool = False, whole_images: bool = False
+) -> PoolView:
+    """What a strategy needs of the pool, computed in one streaming pass (nothing when it needs nothing).
+
+    `Need.IMAGES` hands a selection strategy the pool itself (it reads `images[candidates]`, a batch
+    converted at a time); a seeder that clusters the raw pixels (`whole_images`: pca-kmeans, typiclust,
+    probcover) gets them as one float32 array, so it converts the whole pool once (4 bytes a value: 12 GB
+    for a 1,000,000-image 32x32 RGB pool). Only those seeders do; no other strategy converts the pool.
+    """
     want_probs, want_features = Need.PROBS in needs, Need.FEATURES in needs
     outputs = (
         predict_outputs(model, pool, probs=want_probs, features=want_features, bf16=bf16)
         if want_probs or want_features
         else None
     )
+    images: Any = None
+    if Need.IMAGES in needs:
+        images = pool.to_array() if whole_images else pool
     return PoolView(
         size=len(pool),
-        images=pool,
+        images=images,
         probs=None if outputs is None else outputs.probs,
         features=None if outputs is None else outputs.features,
         model=model if Need.MODEL in needs else None,
@@ -245,7 +332,7 @@ def pool_view(model: nn.Module, pool: np.ndarray, needs: frozenset[Need], *, bf1
 
 def steal(
     oracle: Oracle,
-    pool: np.ndarray | str,
+    pool: PoolInput,
     config: StealConfig | None = None,
     *,
     test: tuple[np.ndarray, np.ndarray] | None = None,
@@ -266,7 +353,11 @@ def steal(
     Args:
         oracle: any Oracle (local model, callable, HTTP). Its ledger is replaced by `out/ledger.sqlite`
             when `out` is given and the oracle's own ledger is in memory and empty.
-        pool: unlabelled images float32 [N, 1, 28, 28] in [0, 1], or a dataset name (its training set).
+        pool: the unlabelled images, of the target's input shape `oracle.input_shape` (C, H, W): a
+            `data.Pool`, an array (float32 in [0, 1] or uint8; [N, C, H, W], [N, H, W, C] or [N, H, W]),
+            or anything `data.open_pool` opens (a dataset name: its training set; a folder of images,
+            resized to the target's shape; an .npy/.npz file). It is kept in its storage form (uint8 or
+            memory-mapped) and read a batch at a time.
         config: the run's settings (`StealConfig`).
         test: (images, labels) to report accuracy; agreement needs the target's labels on them: from
             `target_test_labels`, computed for free when the target is a model the user owns
@@ -282,14 +373,16 @@ def steal(
         **settings: `StealConfig` fields.
     """
     config = StealConfig.build(config, settings)
-    pool = load_pool(pool)
+    images = load_pool(pool, oracle.input_shape)
     run = open_run(out, resume=resume)
     run.attach(oracle)
     restored = run.restore(config)
-    oracle.ledger.bind("pool", fingerprint(pool), "pool fingerprint")
-    oracle.recover(pool)
+    bind_pool(oracle, images)
+    # recover only reads pool[indices]: a Pool does that a batch at a time (Oracle.recover's annotation
+    # says ndarray, which subclasses such as HttpOracle repeat; any ImageRows works).
+    oracle.recover(cast(np.ndarray, images))
     evaluate = Evaluator(oracle, test, target_test_labels, buy_test_labels)
-    rounds = _Rounds(oracle, pool, config, evaluate, restored.history, restored.model)
+    rounds = _Rounds(oracle, images, config, evaluate, restored.history, restored.model)
     progress = Progress(not quiet, config.budget, "stealing", unit="query", leave=False)
     round_ = rounds.history[-1].round + 1 if rounds.history else 0
     while True:

@@ -20,6 +20,7 @@ from torch import nn
 from activethief import models
 from activethief.errors import ConfigError
 from activethief.files import write_text_atomic
+from activethief.models.architectures import MNIST_SHAPE
 from activethief.oracle import Ledger, Oracle
 from activethief.steal.config import StealConfig
 from activethief.steal.records import RoundRecord, StealResult
@@ -29,6 +30,12 @@ LEDGER = "ledger.sqlite"
 HISTORY = "history.jsonl"
 SUMMARY = "summary.json"
 SUBSTITUTE = "substitute.pt"
+
+
+def saved_arch(config: StealConfig, model: nn.Module) -> str:
+    """The architecture a substitute file records: `auto` resolved for the model's input shape, so the
+    file loads the same model whatever `auto` picks later."""
+    return models.resolve_arch(config.substitute, getattr(model, "input_shape", MNIST_SHAPE))
 
 
 @dataclass
@@ -94,7 +101,9 @@ class RunDir:
         """Weights first (under a per-round name), then the history row, then the state pointing at both."""
         round_ = history[-1].round
         weights = f"checkpoint-r{round_}.pt"
-        models.save(model, self.path / weights, arch=config.substitute, num_classes=num_classes, round=round_)
+        models.save(
+            model, self.path / weights, arch=saved_arch(config, model), num_classes=num_classes, round=round_
+        )
         with (self.path / HISTORY).open("a") as handle:
             handle.write(json.dumps(asdict(history[-1])) + "\n")
         state = {
@@ -114,7 +123,7 @@ class RunDir:
         models.save(
             result.substitute,
             self.path / SUBSTITUTE,
-            arch=config.substitute,
+            arch=saved_arch(config, result.substitute),
             num_classes=num_classes,
             queries=result.queries_used,
             strategy=config.strategy,

@@ -211,3 +211,18 @@ def test_every_answer_is_counted_by_the_oracle(tmp_path: Path) -> None:
     assert oracle.free_evaluation
     assert OnnxOracle(path, owned=False).evaluate(pool[:2]) is None
     oracle.close()
+
+
+def test_rgb_images_go_through_the_oracle_in_the_targets_shape(tmp_path: Path, net: nn.Module) -> None:
+    path = export(ChannelsLast(net), tmp_path / "nhwc.onnx", torch.zeros(2, 16, 16, 3), {0: "n"})
+    oracle = OnnxOracle(path, budget=6, mode="label")
+    assert oracle.input_shape == (3, 16, 16)
+    pool = images(10)
+    answers = oracle.query(pool[:6], keys=np.arange(6))
+    assert np.array_equal(answers.argmax(1), softmax_of(net, pool[:6]).argmax(1))
+    assert (oracle.used, len(oracle.ledger)) == (6, 6)
+    with pytest.raises(BudgetExceededError):
+        oracle.query(pool[6:7], keys=np.array([6]))
+    with pytest.raises(OracleError, match=r"\[n, 3, 16, 16\].*got shape \[2, 16, 16, 3\]"):
+        oracle.query(pool[:2].transpose(0, 2, 3, 1))  # the pool stays NCHW; the adapter transposes
+    oracle.close()

@@ -185,3 +185,19 @@ def test_every_answer_is_counted_by_the_oracle(tmp_path: Path) -> None:
     assert oracle.free_evaluation and oracle.evaluate(pool[:3]) is not None
     assert TorchScriptOracle(path, owned=False).evaluate(pool[:3]) is None
     oracle.close()
+
+
+def test_rgb_images_go_through_the_oracle_in_the_targets_shape(tmp_path: Path) -> None:
+    model = TinyNet().eval()
+    oracle = TorchScriptOracle(save_scripted(model, tmp_path / "rgb.pt"), budget=8, returns="logits")
+    assert oracle.input_shape == (3, 16, 16)
+    pool = images(12)
+    answers = oracle.query(pool[:8], keys=np.arange(8))
+    np.testing.assert_allclose(answers, softmax_of(model, pool[:8]), atol=1e-5)
+    assert (oracle.used, len(oracle.ledger)) == (8, 8)
+    with pytest.raises(BudgetExceededError):
+        oracle.query(pool[8:], keys=np.arange(8, 12))
+    with pytest.raises(OracleError, match=r"\[n, 3, 16, 16\].*got shape \[2, 1, 28, 28\]"):
+        oracle.query(images(2, (1, 28, 28)), keys=np.arange(2))
+    assert oracle.used == 8
+    oracle.close()

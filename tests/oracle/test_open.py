@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from activethief import models
-from activethief.errors import ConfigError, ModelError
+from activethief.errors import ConfigError, ModelError, OracleError
 from activethief.oracle import ModelOracle, open_oracle
 from activethief.oracle.open import check_normalise, parse_input_shape, parse_normalise, target_kind
 
@@ -139,7 +139,7 @@ def test_parse_input_shape() -> None:
     assert parse_input_shape("3,32,32") == (3, 32, 32)
     assert parse_input_shape("1x28x28") == (1, 28, 28)
     for bad in ("3,32", "3,32,32,1", "a,b,c", "4,32,32", "3,0,32", ""):
-        with pytest.raises(ConfigError, match="input-shape"):
+        with pytest.raises((ConfigError, OracleError), match="input-shape"):
             parse_input_shape(bad)
 
 
@@ -150,7 +150,10 @@ def test_parse_normalise() -> None:
     for bad in ("0.5,0.5", "0.5:x", "1:2:3", "cifar"):
         with pytest.raises(ConfigError, match=re.escape("MEAN,...:STD,...")):
             parse_normalise(bad)
-    checked = check_normalise(parse_normalise("0.1,0.2,0.3:1,2,4"), 3)
+    checked = check_normalise("0.1,0.2,0.3:1,2,4", 3)
     assert checked is not None
-    mean, std = checked
-    assert mean.shape == std.shape == (3, 1, 1) and std.ravel().tolist() == [1, 2, 4]
+    assert checked.mean.shape == checked.std.shape == (1, 3, 1, 1) and checked.std.ravel().tolist() == [
+        1,
+        2,
+        4,
+    ]

@@ -85,7 +85,7 @@ def test_a_wrong_input_shape_fails_at_open_time_on_the_probe(tmp_path: Path) -> 
     torch.jit.save(torch.jit.trace(TinyNet().eval(), torch.zeros(1, 3, 16, 16)), str(path))
     with pytest.raises(ConfigError, match=r"failed on a probe batch of shape \[2, 3, 20, 20\]"):
         TorchScriptBackend(path, input_shape=(3, 20, 20))
-    with pytest.raises(ConfigError, match="input_shape must be"):
+    with pytest.raises(OracleError, match="input_shape must be"):
         TorchScriptBackend(path, input_shape=(4, 16, 16))
 
 
@@ -102,7 +102,7 @@ def test_probabilities_are_never_softmaxed_twice(tmp_path: Path) -> None:
     logits_file = save_scripted(TinyNet().eval(), tmp_path / "l.pt")
     with pytest.raises(ConfigError, match=r"returns='probs' but .* are not probabilities"):
         TorchScriptBackend(logits_file, returns="probs")
-    with pytest.raises(ConfigError, match="returns must be 'logits' or 'probs'"):
+    with pytest.raises(OracleError, match="returns must be 'logits' or 'probs'"):
         TorchScriptBackend(logits_file, returns="scores")
     assert TorchScriptBackend(logits_file, returns="logits").returns == "logits"
 
@@ -118,9 +118,9 @@ def test_normalisation_is_applied_once_inside_the_backend(tmp_path: Path) -> Non
     assert not np.allclose(expected, softmax_of(model, x), atol=1e-3)  # the normalisation matters here
     one = TorchScriptBackend(tmp_path / "t.pt", normalise="0.5:0.25")  # one value for every channel
     np.testing.assert_allclose(one.answer(x, "r"), softmax_of(model, (x - 0.5) / 0.25), atol=1e-5)
-    with pytest.raises(ConfigError, match="normalise mean has 2 values; the target has 3 channel"):
+    with pytest.raises(OracleError, match=r"normalise mean must be 1 or 3 finite values \(one per channel\)"):
         TorchScriptBackend(tmp_path / "t.pt", normalise=((0.5, 0.5), (1.0, 1.0, 1.0)))
-    with pytest.raises(ConfigError, match="positive stds"):
+    with pytest.raises(OracleError, match="normalise std must be positive"):
         TorchScriptBackend(tmp_path / "t.pt", normalise=((0.5,), (0.0,)))
 
 
@@ -184,6 +184,22 @@ def test_every_answer_is_counted_by_the_oracle(tmp_path: Path) -> None:
     # A file the user holds is theirs: evaluation is free; owned=False counts it like a paid API.
     assert oracle.free_evaluation and oracle.evaluate(pool[:3]) is not None
     assert TorchScriptOracle(path, owned=False).evaluate(pool[:3]) is None
+    oracle.close()
+
+
+def test_a_model_the_user_does_not_own_is_billed_for_the_probe_and_the_run_ledger_keeps_it(
+    tmp_path: Path,
+) -> None:
+    from activethief.oracle.ledger import Ledger
+
+    path = save_scripted(TinyNet(1, 28, 4).eval(), tmp_path / "p.pt", "[1, 28, 28]")
+    assert TorchScriptOracle(path).used == 0  # owned: the probe is free
+    oracle = TorchScriptOracle(path, owned=False, budget=5)
+    assert oracle.used == 2 and oracle.remaining == 3  # the two probe images
+    oracle.use_ledger(Ledger(tmp_path / "run.sqlite"))  # what `steal` does with its run folder
+    assert oracle.used == 2
+    with pytest.raises(BudgetExceededError):
+        oracle.query(images(4, (1, 28, 28)), keys=np.arange(4))
     oracle.close()
 
 

@@ -66,3 +66,27 @@ def test_a_pool_of_another_shape_is_a_clean_error(tmp_path: Path) -> None:
     assert "(3, 32, 32)" in out and "(1, 28, 28)" in out
     code, out = invoke(*steal_args(target, str(tmp_path / "missing"), tmp_path / "run2"))
     assert code == 1 and "cannot open pool" in out and "Traceback" not in out
+
+
+def test_steal_an_rgb_torchscript_target_from_a_png_folder_with_the_target_options(tmp_path: Path) -> None:
+    import torch
+
+    model = models.build("cnn2", 10, input_shape=(3, 16, 16), seed=0).eval()
+    scripted = tmp_path / "target.ts"
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, 16, 16)), str(scripted))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    args = steal_args(scripted, str(folder), tmp_path / "run", "--substitute", "cnn2", "--device", "cpu")
+    code, out = invoke(*args, "--input-shape", "3,16,16", "--returns", "logits", "--normalise", "0.5:0.25")
+    assert code == 0, out
+    assert Ledger(tmp_path / "run" / "ledger.sqlite").all_answers()[0].size == 10
+    _, metadata = models.load(tmp_path / "run" / "substitute.pt")
+    assert list(metadata["input_shape"]) == [3, 16, 16]
+    # Without the shape the file does not record, the error says how to give it.
+    code, out = invoke(*steal_args(scripted, str(folder), tmp_path / "run2"))
+    assert code == 1 and "--input-shape" in out and "Traceback" not in out
+    code, out = invoke(*args[:-4], "--out", str(tmp_path / "run3"), "--input-shape", "3,16")
+    assert code == 1 and "input-shape" in out and "Traceback" not in out

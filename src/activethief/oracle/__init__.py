@@ -22,7 +22,9 @@ from activethief.oracle.local import (
     to_probabilities,
 )
 from activethief.oracle.modes import OutputMode, answers_to_targets
-from activethief.oracle.open import open_oracle
+from activethief.oracle.onnx import OnnxBackend, OnnxOracle
+from activethief.oracle.open import open_oracle, parse_input_shape, parse_normalise
+from activethief.oracle.torchscript import TorchScriptBackend, TorchScriptOracle
 
 __all__ = [
     "DEFAULT_INPUT_SHAPE",
@@ -33,14 +35,20 @@ __all__ = [
     "Ledger",
     "ModelBackend",
     "ModelOracle",
+    "OnnxBackend",
+    "OnnxOracle",
     "Normaliser",
     "Oracle",
     "OutputMode",
     "Returns",
     "Shape",
+    "TorchScriptBackend",
+    "TorchScriptOracle",
     "answers_to_targets",
     "check_images",
     "check_input_shape",
     "open_oracle",
+    "parse_input_shape",
+    "parse_normalise",
     "to_probabilities",
 ]

@@ -105,14 +105,24 @@ class Oracle:
         self.budget = budget
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger or ":memory:")
         self._bind(self.ledger)
+        # Images a backend sent while opening (a TorchScript or ONNX probe of a model the user does not
+        # own) were answers too: counted as unkeyed queries.
+        probe = int(getattr(backend, "probe_queries", 0))
+        if probe:
+            self.ledger.add_unkeyed(probe)
 
     def _bind(self, ledger: Ledger) -> None:
         ledger.bind("mode", str(self.mode), "output mode")
         ledger.bind("num_classes", str(self.num_classes), "number of classes")
 
     def use_ledger(self, ledger: Ledger) -> None:
-        """Record answers in `ledger` from now on (checked against mode and classes); close the old one."""
+        """Record answers in `ledger` from now on (checked against mode and classes); close the old one.
+
+        Unkeyed queries already paid for (a probe at open time, adversarial images) are carried over, so
+        the new ledger reports them and its budget sees them."""
         self._bind(ledger)
+        if ledger is not self.ledger and self.ledger.unkeyed():
+            ledger.add_unkeyed(self.ledger.unkeyed())
         self.ledger.close()
         self.ledger = ledger
 

@@ -17,18 +17,11 @@ from typing import Any, Literal
 import numpy as np
 
 from activethief.errors import ConfigError, ModelError, OracleError
-from activethief.oracle.base import Oracle
+from activethief.oracle.base import Oracle, Shape, check_input_shape
 from activethief.oracle.ledger import Ledger
+from activethief.oracle.local import Returns, to_probabilities
 from activethief.oracle.modes import OutputMode
-from activethief.oracle.open import (
-    InputShape,
-    Returns,
-    check_input_shape,
-    check_normalise,
-    decide_returns,
-    probe_images,
-    to_probabilities,
-)
+from activethief.oracle.open import check_normalise, decide_returns, probe_images
 
 INPUT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -55,8 +48,8 @@ def _dim(value: object) -> int | None:
 
 
 def read_layout(
-    dims: Sequence[object], given: InputShape | None, where: str
-) -> tuple[Literal["NCHW", "NHWC"], InputShape, int | None]:
+    dims: Sequence[object], given: Shape | None, where: str
+) -> tuple[Literal["NCHW", "NHWC"], Shape, int | None]:
     """(layout, (C, H, W), fixed batch size or None) from an ONNX input shape and the user's shape.
 
     NCHW when the second dimension is 1 or 3; NHWC when the last one is and the second is not (a
@@ -169,22 +162,23 @@ class OnnxBackend:
         if output is not None and output not in outputs:
             raise ConfigError(f"{self.path}: no output named {output!r}; the model's outputs are {outputs}")
         self.output_name: str = output or outputs[0]
-        norm = check_normalise(normalise, self.input_shape[0])
-        if norm is not None and self.input_dtype == np.uint8:
+        self.normaliser = check_normalise(normalise, self.input_shape[0])
+        if self.normaliser is not None and self.input_dtype == np.uint8:
             raise ConfigError(
                 f"{self.path}: the model takes uint8 pixels (0-255) and normalises them itself; "
                 "leave normalise (--normalise) out"
             )
-        self._norm = norm
-        probe = self._outputs(probe_images(self.input_shape), probing=True)
+        probe_batch = probe_images(self.input_shape)
+        # A model the user does not own is billed for the probe (`Oracle` counts `probe_queries`).
+        self.probe_queries = 0 if self.owned else len(probe_batch)
+        probe = self._outputs(probe_batch, probing=True)
         self.num_classes = int(probe.shape[1])
         self.returns: Returns = decide_returns(returns, probe, str(self.path))
 
     def _feed(self, batch: np.ndarray) -> np.ndarray:
         """[0, 1] float32 images [n, C, H, W] as the model's input: normalised, laid out, typed."""
-        if self._norm is not None:
-            mean, std = self._norm
-            batch = (batch - mean) / std
+        if self.normaliser is not None:
+            batch = self.normaliser(batch)
         if self.layout == "NHWC":
             batch = batch.transpose(0, 2, 3, 1)
         if self.input_dtype == np.uint8:
@@ -230,7 +224,7 @@ class OnnxBackend:
                 f"{self.path} takes images of shape [n, {', '.join(map(str, self.input_shape))}]; "
                 f"got {list(x.shape)}"
             )
-        return to_probabilities(self._outputs(x), self.returns)
+        return to_probabilities(self._outputs(x), self.returns, self.num_classes)
 
 
 class OnnxOracle(Oracle):

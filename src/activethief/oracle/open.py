@@ -13,11 +13,11 @@ from typing import Any, Literal
 import numpy as np
 
 from activethief.errors import ConfigError, ModelError
-from activethief.oracle.base import Oracle
+from activethief.oracle.base import Oracle, Shape, check_input_shape
 from activethief.oracle.ledger import Ledger
+from activethief.oracle.local import Normaliser, Returns, check_returns, make_normaliser
 
-InputShape = tuple[int, int, int]
-Returns = Literal["logits", "probs"]
+InputShape = Shape
 Normalise = tuple[tuple[float, ...], tuple[float, ...]]
 TargetKind = Literal["activethief", "torchscript", "onnx", "http"]
 
@@ -34,18 +34,6 @@ def is_remote(target: str) -> bool:
     return target.startswith(("http://", "https://"))
 
 
-def check_input_shape(shape: Sequence[int], what: str = "input_shape") -> InputShape:
-    """`shape` as (C, H, W): three positive ints with C = 1 or 3, or a ConfigError naming it."""
-    try:
-        dims = tuple(int(d) for d in shape)
-        exact = all(float(d) == int(d) for d in shape)
-    except (TypeError, ValueError):
-        dims, exact = (), False
-    if len(dims) != 3 or not exact or dims[0] not in (1, 3) or min(dims) < 1:
-        raise ConfigError(f"{what} must be (C, H, W) with C = 1 or 3 and H, W >= 1; got {shape!r}")
-    return (dims[0], dims[1], dims[2])
-
-
 def parse_input_shape(text: str) -> InputShape:
     """`"3,32,32"` (or `"3x32x32"`) as (3, 32, 32): the `--input-shape C,H,W` option."""
     parts = text.replace("x", ",").split(",")
@@ -56,46 +44,14 @@ def parse_input_shape(text: str) -> InputShape:
     return check_input_shape(dims, f"--input-shape {text!r}")
 
 
-def check_returns(returns: str) -> Returns:
-    """`returns` as `"logits"` or `"probs"` (what the target's raw output is), or a ConfigError."""
-    if returns == "logits":
-        return "logits"
-    if returns == "probs":
-        return "probs"
-    raise ConfigError(f"returns must be 'logits' or 'probs' (what the target outputs); got {returns!r}")
-
-
 def check_normalise(
     normalise: tuple[Sequence[float], Sequence[float]] | str | None, channels: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-channel (mean, std) as float32 arrays [C, 1, 1], one value broadcast to every channel.
-
-    Args:
-        normalise: `(mean, std)`, a name from `NAMED_NORMALISATIONS`, or None (no normalisation).
-        channels: C of the target's input shape.
-    """
-    if normalise is None:
-        return None
+) -> Normaliser | None:
+    """The target's normalisation: `(mean, std)` (one value or one per channel), a name from
+    `NAMED_NORMALISATIONS` (`--normalise imagenet`), or None (the target takes plain [0, 1] images)."""
     if isinstance(normalise, str):
         normalise = parse_normalise(normalise)
-    try:
-        mean_seq, std_seq = normalise
-        mean = np.asarray(mean_seq, dtype=np.float32).reshape(-1)
-        std = np.asarray(std_seq, dtype=np.float32).reshape(-1)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"normalise must be (mean, std), one value or one per channel; got {normalise!r}"
-        ) from None
-    for name, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, channels):
-            raise ConfigError(
-                f"normalise {name} has {len(values)} values; the target has {channels} channel(s): "
-                f"give one value or {channels}"
-            )
-    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        raise ConfigError(f"normalise needs finite means and positive stds; got {normalise!r}")
-    per_channel = np.ones((channels, 1, 1), np.float32)
-    return per_channel * mean[:, None, None], per_channel * std[:, None, None]
+    return make_normaliser(normalise, (channels, 1, 1))
 
 
 def parse_normalise(text: str) -> Normalise:
@@ -146,15 +102,6 @@ def decide_returns(returns: str | None, probe: np.ndarray, target: str) -> Retur
             "(negative values or rows not summing to 1); pass returns='logits' (--returns logits)"
         )
     return stated
-
-
-def to_probabilities(outputs: np.ndarray, returns: Returns) -> np.ndarray:
-    """Probabilities [n, K] float32 from a target's raw outputs: softmax for logits, as-is for probs."""
-    out = np.asarray(outputs, dtype=np.float64)
-    if returns == "logits":
-        out = np.exp(out - out.max(1, keepdims=True))
-        out /= out.sum(1, keepdims=True)
-    return out.astype(np.float32)
 
 
 def probe_images(shape: InputShape, count: int = 2) -> np.ndarray:

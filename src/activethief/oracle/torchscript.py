@@ -19,38 +19,17 @@ import numpy as np
 import torch
 
 from activethief.errors import ConfigError, ModelError, OracleError
-from activethief.oracle.base import Oracle
+from activethief.models import resolve_device
+from activethief.oracle.base import Oracle, Shape, check_input_shape
 from activethief.oracle.ledger import Ledger
+from activethief.oracle.local import Returns, to_probabilities
 from activethief.oracle.modes import OutputMode
-from activethief.oracle.open import (
-    InputShape,
-    Returns,
-    check_input_shape,
-    check_normalise,
-    decide_returns,
-    probe_images,
-    to_probabilities,
-)
+from activethief.oracle.open import check_normalise, decide_returns, probe_images
 
 SHAPE_FILE = "input_shape.json"
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto` (CUDA when present, else CPU), `cpu`, `cuda[:N]` or a torch.device."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device must be auto, cpu or cuda[:N]; got {device!r}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: no CUDA device is available here; use cpu or auto")
-    return resolved
-
-
-def _recorded_shape(module: torch.jit.ScriptModule, extra: dict[str, Any], path: Path) -> InputShape | None:
+def _recorded_shape(module: torch.jit.ScriptModule, extra: dict[str, Any], path: Path) -> Shape | None:
     """The input shape the file records (extra file first, then a module attribute), if any."""
     text = extra.get(SHAPE_FILE) or ""
     if text:
@@ -98,7 +77,7 @@ class TorchScriptBackend:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.owned = owned
-        self.device = resolve_device(device)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
         if not self.path.is_file():
             raise ModelError(f"TorchScript file {self.path} does not exist")
         extra: dict[str, Any] = {SHAPE_FILE: ""}
@@ -128,17 +107,16 @@ class TorchScriptBackend:
             )
         shape = given or recorded
         assert shape is not None
-        self.input_shape: InputShape = shape
-        norm = check_normalise(normalise, shape[0])
-        self._norm = None if norm is None else tuple(torch.from_numpy(a).to(self.device) for a in norm)
-        probe = self._outputs(probe_images(shape), probing=True)
+        self.input_shape: Shape = shape
+        self.normaliser = check_normalise(normalise, shape[0])
+        probe_batch = probe_images(shape)
+        # A model the user does not own is billed for the probe (`Oracle` counts `probe_queries`).
+        self.probe_queries = 0 if self.owned else len(probe_batch)
+        probe = self._outputs(probe_batch, probing=True)
         self.num_classes = int(probe.shape[1])
         self.returns: Returns = decide_returns(returns, probe, str(self.path))
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self._norm is not None:
-            mean, std = self._norm
-            batch = (batch - mean) / std
         out = self.module(batch)
         if not isinstance(out, torch.Tensor):
             raise ModelError(
@@ -152,7 +130,10 @@ class TorchScriptBackend:
         rows: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size]))
+                block = images[start : start + self.batch_size]
+                if self.normaliser is not None:
+                    block = self.normaliser(block)
+                batch = torch.from_numpy(np.ascontiguousarray(block))
                 try:
                     out = self._forward(batch.to(self.device, torch.float32))
                 except ModelError:
@@ -182,7 +163,7 @@ class TorchScriptBackend:
                 f"{self.path} takes images of shape [n, {', '.join(map(str, self.input_shape))}]; "
                 f"got {list(x.shape)}"
             )
-        return to_probabilities(self._outputs(x), self.returns)
+        return to_probabilities(self._outputs(x), self.returns, self.num_classes)
 
 
 class TorchScriptOracle(Oracle):

@@ -115,7 +115,15 @@ def steal_command(
         str | None,
         typer.Option(help="budget, entropy:ALPHA or entropy:ALPHA:PATIENCE (see README, Stopping)."),
     ] = None,
-    substitute: Annotated[str | None, typer.Option(help="Substitute architecture (default cnn2).")] = None,
+    substitute: Annotated[
+        str | None,
+        typer.Option(
+            help="cnn2 (default), resnet8, ..., auto (by the target's input shape) or module:function."
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Where the substitute trains: auto (a GPU when present), cpu or cuda.")
+    ] = None,
     semi: Annotated[
         str | None,
         typer.Option(help="Semi-supervised training over the pool: off, fixmatch or pseudo (see README)."),
@@ -123,6 +131,17 @@ def steal_command(
     output_mode: Annotated[
         str, typer.Option(help="probs, topk:K, label or round:D (local targets).")
     ] = "probs",
+    input_shape: Annotated[
+        str | None, typer.Option(help="C,H,W of one image, for a TorchScript/ONNX file that does not say.")
+    ] = None,
+    returns: Annotated[
+        str | None,
+        typer.Option(help="logits or probs: what a TorchScript/ONNX target outputs (default: read)."),
+    ] = None,
+    normalise: Annotated[
+        str | None,
+        typer.Option(help="The target's per-channel normalisation, MEAN,...:STD,... or imagenet (files)."),
+    ] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Env var holding the API key (HTTP).")] = None,
     retry_for: Annotated[
         float | None, typer.Option(help="Seconds to keep retrying an HTTP target that is down (default 120).")
@@ -137,7 +156,7 @@ def steal_command(
 ) -> None:
     """Steal a target with ActiveThief and write the substitute to OUT/substitute.pt."""
     from activethief import data
-    from activethief.oracle import open_oracle
+    from activethief.oracle import open_oracle, parse_input_shape
     from activethief.steal import steal
     from activethief.steal.loop import first_images
 
@@ -153,6 +172,7 @@ def steal_command(
         seed_size=seed_size,
         stop=stop,
         substitute=substitute,
+        device=device,
     )
     if (target_test_labels is not None or buy_test_labels) and test is None:
         raise ConfigError("--target-test-labels and --buy-test-labels need --test (the test set)")
@@ -165,7 +185,15 @@ def steal_command(
     if target_test_labels is not None and test_set is not None:
         labels = read_target_labels(target_test_labels, len(test_set[1]))
     # No ledger here: steal() opens OUT/ledger.sqlite itself, refusing to overwrite a run unless resuming.
-    oracle = open_oracle(target, output_mode=output_mode, api_key_env=api_key_env, retry_for=retry_for)
+    oracle = open_oracle(
+        target,
+        output_mode=output_mode,
+        api_key_env=api_key_env,
+        retry_for=retry_for,
+        input_shape=None if input_shape is None else parse_input_shape(input_shape),
+        returns=returns,
+        normalise=normalise,
+    )
     try:
         # The pool is opened in the target's input shape and kept as stored (uint8, memory-mapped).
         images = first_images(open_pool_for(pool, oracle.input_shape, data_dir), pool_size)

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from activethief.errors import ConfigError, ModelError, OracleError
+from activethief.errors import ConfigError, ModelError
 from activethief.oracle.base import Oracle, Shape, check_input_shape
+from activethief.oracle.files import FileBackend
 from activethief.oracle.ledger import Ledger
-from activethief.oracle.local import Returns, to_probabilities
+from activethief.oracle.local import Returns
 from activethief.oracle.modes import OutputMode
 from activethief.oracle.open import check_normalise, decide_returns, probe_images
 
@@ -95,7 +96,7 @@ def read_layout(
     return layout, check_input_shape((c, h, w), f"{where}: the model's input shape"), batch
 
 
-class OnnxBackend:
+class OnnxBackend(FileBackend):
     """An ONNX classifier run by onnxruntime (CPU provider), in batches.
 
     Args:
@@ -111,8 +112,6 @@ class OnnxBackend:
         output: the name of the output holding the class scores (default: the model's first).
         batch_size: images per run when the batch dimension is dynamic (bounds memory).
     """
-
-    remote_mode: OutputMode | None = None
 
     def __init__(
         self,
@@ -187,44 +186,19 @@ class OnnxBackend:
             fed = np.ascontiguousarray(batch, dtype=self.input_dtype)
         return fed
 
-    def _outputs(self, images: np.ndarray, *, probing: bool = False) -> np.ndarray:
-        """Raw outputs [n, K] float32, one batch at a time (a fixed batch size pads the last batch)."""
-        rows: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = np.asarray(images[start : start + self.batch_size], dtype=np.float32)
-            count = len(batch)
-            if self.fixed_batch is not None and count < self.fixed_batch:
-                pad = np.zeros((self.fixed_batch - count, *batch.shape[1:]), np.float32)
-                batch = np.concatenate([batch, pad])
-            try:
-                (out,) = self.session.run([self.output_name], {self.input_name: self._feed(batch)})
-            except Exception as exc:  # onnxruntime's errors for a shape the graph rejects
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                what = "a probe batch" if probing else "a batch"
-                raise ConfigError(
-                    f"{self.path} failed on {what} of shape {list(batch.shape)} (input shape "
-                    f"{self.input_shape}, {self.layout}): {first}. Check input_shape (--input-shape C,H,W)"
-                ) from None
-            out = np.asarray(out)
-            if out.ndim != 2 or out.shape[0] != len(batch) or out.shape[1] < 2:
-                raise ModelError(
-                    f"{self.path}: output {self.output_name!r} has shape {list(out.shape)} for {len(batch)} "
-                    "images; a classifier must output [n, classes] with at least 2 classes"
-                )
-            rows.append(out[:count].astype(np.float32))
-        if not rows:
-            return np.zeros((0, getattr(self, "num_classes", 0)), np.float32)
-        return np.concatenate(rows)
+    def _describe_input(self) -> str:
+        return f"input shape {self.input_shape}, {self.layout}"
 
-    def answer(self, images: np.ndarray, request_id: str) -> np.ndarray:
-        """Probabilities [n, K] for float32 images [n, C, H, W] in [0, 1]."""
-        x = np.asarray(images, dtype=np.float32)
-        if x.shape[1:] != self.input_shape:
-            raise OracleError(
-                f"{self.path} takes images of shape [n, {', '.join(map(str, self.input_shape))}]; "
-                f"got {list(x.shape)}"
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One batch through the session (a model with a fixed batch size gets the last one padded)."""
+        count = len(batch)
+        if self.fixed_batch is not None and count < self.fixed_batch:
+            batch = np.concatenate(
+                [batch, np.zeros((self.fixed_batch - count, *batch.shape[1:]), np.float32)]
             )
-        return to_probabilities(self._outputs(x), self.returns, self.num_classes)
+        (out,) = self.session.run([self.output_name], {self.input_name: self._feed(batch)})
+        out = np.asarray(out)
+        return out[:count] if out.ndim == 2 else out
 
 
 class OnnxOracle(Oracle):

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from activethief.errors import ConfigError, ModelError, OracleError
+from activethief.errors import ConfigError, ModelError
 from activethief.models import resolve_device
 from activethief.oracle.base import Oracle, Shape, check_input_shape
+from activethief.oracle.files import FileBackend
 from activethief.oracle.ledger import Ledger
-from activethief.oracle.local import Returns, to_probabilities
+from activethief.oracle.local import Returns
 from activethief.oracle.modes import OutputMode
 from activethief.oracle.open import check_normalise, decide_returns, probe_images
 
@@ -43,7 +44,7 @@ def _recorded_shape(module: torch.jit.ScriptModule, extra: dict[str, Any], path:
     return None
 
 
-class TorchScriptBackend:
+class TorchScriptBackend(FileBackend):
     """A TorchScript classifier evaluated in this process, in batches, on the CPU (or `device`).
 
     Args:
@@ -58,8 +59,6 @@ class TorchScriptBackend:
         device: `cpu` (default), `cuda[:N]` or `auto`.
         batch_size: images per forward pass (bounds memory).
     """
-
-    remote_mode: OutputMode | None = None
 
     def __init__(
         self,
@@ -125,45 +124,12 @@ class TorchScriptBackend:
             )
         return out
 
-    def _outputs(self, images: np.ndarray, *, probing: bool = False) -> np.ndarray:
-        """Raw outputs [n, K] float32, one batch at a time."""
-        rows: list[np.ndarray] = []
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.normaliser is not None:
+            batch = self.normaliser(batch)
         with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                block = images[start : start + self.batch_size]
-                if self.normaliser is not None:
-                    block = self.normaliser(block)
-                batch = torch.from_numpy(np.ascontiguousarray(block))
-                try:
-                    out = self._forward(batch.to(self.device, torch.float32))
-                except ModelError:
-                    raise
-                except Exception as exc:  # a shape mismatch inside the model surfaces as RuntimeError
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    what = "a probe batch" if probing else "a batch"
-                    raise ConfigError(
-                        f"{self.path} failed on {what} of shape {list(batch.shape)} (input shape "
-                        f"{self.input_shape}): {first}. Check input_shape (--input-shape C,H,W)"
-                    ) from None
-                if out.ndim != 2 or out.shape[0] != len(batch) or out.shape[1] < 2:
-                    raise ModelError(
-                        f"{self.path}: the model's output has shape {list(out.shape)} for {len(batch)} "
-                        "images; a classifier must output [n, classes] with at least 2 classes"
-                    )
-                rows.append(out.float().cpu().numpy())
-        if not rows:
-            return np.zeros((0, getattr(self, "num_classes", 0)), np.float32)
-        return np.concatenate(rows)
-
-    def answer(self, images: np.ndarray, request_id: str) -> np.ndarray:
-        """Probabilities [n, K] for float32 images [n, C, H, W] in [0, 1]."""
-        x = np.asarray(images, dtype=np.float32)
-        if x.shape[1:] != self.input_shape:
-            raise OracleError(
-                f"{self.path} takes images of shape [n, {', '.join(map(str, self.input_shape))}]; "
-                f"got {list(x.shape)}"
-            )
-        return to_probabilities(self._outputs(x), self.returns, self.num_classes)
+            out = self._forward(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return out.float().cpu().numpy()
 
 
 class TorchScriptOracle(Oracle):

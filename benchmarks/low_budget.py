@@ -22,17 +22,9 @@ import numpy as np
 
 from activethief import ModelOracle, data, steal
 from activethief.experiments.low_budget import VARIANTS, variant_config
-from activethief.target import train_target
+from activethief.target import cached_target
 
 BUDGETS = (200, 500, 1000, 2000)
-
-
-def target_path(dataset: str, folder: Path) -> Path:
-    path = folder / f"{dataset}-lenet.pt"
-    if not path.exists():
-        print(f"training the {dataset} target (lenet) into {path} ...", flush=True)
-        train_target(dataset, arch="lenet", out=path)
-    return path
 
 
 def run(dataset: str, name: str, seed: int, budget: int, targets: Path) -> dict[str, Any]:
@@ -41,7 +33,11 @@ def run(dataset: str, name: str, seed: int, budget: int, targets: Path) -> dict[
     pool, _ = data.load(dataset, "train")
     started = time.perf_counter()
     result = steal(
-        ModelOracle(target_path(dataset, targets)), pool, config, test=data.load(dataset, "test"), quiet=True
+        ModelOracle(cached_target(dataset, "lenet", targets)),
+        pool,
+        config,
+        test=data.load(dataset, "test"),
+        quiet=True,
     )
     return {
         "dataset": dataset,

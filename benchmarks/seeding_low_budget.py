@@ -30,7 +30,7 @@ from activethief.selection import PoolView, Seeder, make_seeder
 from activethief.selection.typical import ProbCoverSeeder, TypiClustSeeder
 from activethief.steal.config import LOW_BUDGET_FIT
 from activethief.steal.loop import round_seed
-from activethief.target import train_target
+from activethief.target import cached_target
 from activethief.training import fit, predict_proba
 
 SEEDERS: dict[str, Callable[[], Seeder]] = {
@@ -41,14 +41,6 @@ SEEDERS: dict[str, Callable[[], Seeder]] = {
     "probcover:10": lambda: make_seeder("probcover:10"),
     "probcover:10@pca": lambda: ProbCoverSeeder(10, unit_length=False),
 }
-
-
-def target_path(dataset: str, folder: Path) -> Path:
-    path = folder / f"{dataset}-lenet.pt"
-    if not path.exists():
-        print(f"training the {dataset} LeNet target into {path} ...", flush=True)
-        train_target(dataset, arch="lenet", out=path)
-    return path
 
 
 def run(dataset: str, seeder_name: str, size: int, seed: int, target: Path) -> dict[str, Any]:
@@ -128,7 +120,7 @@ def main() -> None:
         args.targets.mkdir(parents=True, exist_ok=True)
         args.results.parent.mkdir(parents=True, exist_ok=True)
         for dataset in args.datasets:
-            target = target_path(dataset, args.targets)
+            target = cached_target(dataset, "lenet", args.targets)
             for size in args.sizes:
                 for name in args.seeders:
                     for seed in args.seeds:

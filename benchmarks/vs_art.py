@@ -45,7 +45,7 @@ from torch import nn
 from activethief import ModelOracle, data, models, steal
 from activethief.steal import RoundEvent
 from activethief.steal import loop as steal_loop
-from activethief.target import train_target
+from activethief.target import cached_target
 from activethief.training import predict_proba
 
 # Our configurations: name -> `steal` settings. Rounds of 250 after a random seed of 250, so one run to
@@ -95,14 +95,6 @@ def library_state() -> str:
     return digest.hexdigest()[:12]
 
 
-def ensure_lenet_target(dataset: str, folder: Path) -> Path:
-    path = folder / f"{dataset}-lenet.pt"
-    if not path.exists():
-        print(f"training the {dataset} lenet target into {path} (minutes) ...", flush=True)
-        train_target(dataset, arch="lenet", out=path)
-    return path
-
-
 @dataclass
 class Inputs:
     """What every method of one dataset shares."""
@@ -116,7 +108,7 @@ class Inputs:
 
 
 def load_inputs(dataset: str, targets: Path) -> Inputs:
-    target, meta = models.load(ensure_lenet_target(dataset, targets))
+    target, meta = models.load(cached_target(dataset, "lenet", targets))
     pool, pool_labels = data.load(dataset, "train")
     test = data.load(dataset, "test")
     labels = ModelOracle(target).evaluate(test[0])  # the user's own model: free, not a query

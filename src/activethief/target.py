@@ -66,3 +66,14 @@ def train_target(
     models.save(model, out, arch=arch, num_classes=len(spec.classes), **info)
     info.update(arch=arch, path=str(out))
     return info
+
+
+def cached_target(dataset: str, arch: str, folder: Path | str) -> Path:
+    """`folder/<dataset>-<arch>.pt`, trained with `train_target` first if the file is missing (the
+    benchmarks' targets: each is trained once per machine, then reused)."""
+    path = Path(folder) / f"{dataset}-{arch}.pt"
+    if not path.exists():
+        print(f"training the {dataset} target ({arch}) into {path} (minutes) ...", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train_target(dataset, arch=arch, out=path)
+    return path

@@ -187,6 +187,7 @@ class KCenter(Strategy):
         blas_threads: BLAS threads while selecting (None: leave the process setting alone). The default
             of 1 is deliberate: the products are small and memory-bound, and on a busy machine (other
             processes, or an experiment process pool) multi-threaded OpenBLAS was measured 10-15x slower.
+        name: The public name (default `kcenter` or `kcenter@features` by space; `coreset` is the latter).
     """
 
     def __init__(
@@ -195,6 +196,7 @@ class KCenter(Strategy):
         space: Need = Need.PROBS,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         blas_threads: int | None = 1,
+        name: str | None = None,
     ) -> None:
         if space not in (Need.PROBS, Need.FEATURES):
             raise ConfigError(f"k-center runs on probabilities or features, not {space}")
@@ -208,7 +210,7 @@ class KCenter(Strategy):
         self.blas_threads = blas_threads
         self.space = space
         self.needs = frozenset({space})
-        self.name = "kcenter" if space is Need.PROBS else "kcenter@features"
+        self.name = name or ("kcenter" if space is Need.PROBS else "kcenter@features")
 
     def choose(
         self,

@@ -37,6 +37,8 @@ _BUILDERS: dict[str, Callable[[_Options], Strategy]] = {
     "entropy": lambda options: TopScore(Entropy()),
     "kcenter": lambda options: KCenter(),
     "kcenter@features": lambda options: KCenter(space=Need.FEATURES),
+    # Core-set (Sener & Savarese, ICLR 2018) is k-center greedy on penultimate features: the same unit.
+    "coreset": lambda options: KCenter(space=Need.FEATURES, name="coreset"),
     "entropy+kcenter": lambda options: Composed([_entropy_narrow(options)], KCenter()),
     "entropy+kcenter@features": lambda options: Composed(
         [_entropy_narrow(options)], KCenter(space=Need.FEATURES)

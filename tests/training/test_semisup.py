@@ -52,7 +52,7 @@ def test_pseudo_loss_is_cross_entropy_on_confident_images_only() -> None:
     bright = rows < 10
     assert confident == pytest.approx(float(bright.float().mean()))
     expected = F.cross_entropy(model(torch.ones(1, 1, 4, 4)), torch.tensor([1])) * bright.float().mean()
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     loss.backward()  # type: ignore[no-untyped-call]
     assert model.scale.grad is not None  # the strong/weak view's loss trains the model
 

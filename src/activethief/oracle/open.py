@@ -163,6 +163,35 @@ def _check_against_model_file(
         )
 
 
+def _open_http(
+    target: str,
+    budget: int | None,
+    ledger: Ledger | Path | str | None,
+    api_key_env: str | None,
+    retry_for: float | None,
+    input_shape: Sequence[int] | None,
+) -> Oracle:
+    """An `HttpOracle`; only the options the caller gave are passed on, so its own defaults apply."""
+    try:
+        from activethief.oracle.http import HttpOracle
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"HTTP targets need the serve extra (missing module {exc.name}); "
+            "install it with: pip install 'activethief[serve]'"
+        ) from None
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set")
+    options: dict[str, Any] = {}
+    if retry_for is not None:
+        options["retry_for"] = retry_for
+    if input_shape is not None:
+        options["input_shape"] = check_input_shape(input_shape)
+    return HttpOracle(target, api_key=api_key, budget=budget, ledger=ledger, **options)
+
+
 def open_oracle(
     target: str,
     *,
@@ -204,33 +233,15 @@ def open_oracle(
         raise ConfigError("--api-key-env is only for HTTP targets (a URL), not for a model file")
     kind = target_kind(target)
     if kind == "http":
-        given = [
-            name for name, value in (("returns", returns), ("normalise", normalise)) if value is not None
-        ]
-        if given:
+        if returns is not None or normalise is not None:
+            given = " and ".join(
+                n for n, v in (("returns", returns), ("normalise", normalise)) if v is not None
+            )
             raise ConfigError(
-                f"{' and '.join(given)}: only for TorchScript and ONNX files; an HTTP target applies its "
+                f"{given}: only for TorchScript and ONNX files; an HTTP target applies its "
                 "own output policy and its own input normalisation"
             )
-        try:
-            from activethief.oracle.http import HttpOracle
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                f"HTTP targets need the serve extra (missing module {exc.name}); "
-                "install it with: pip install 'activethief[serve]'"
-            ) from None
-        api_key = None
-        if api_key_env is not None:
-            api_key = os.environ.get(api_key_env)
-            if not api_key:
-                raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set")
-        # Only what the caller gave is passed on, so HttpOracle's own defaults apply otherwise.
-        options: dict[str, Any] = {}
-        if retry_for is not None:
-            options["retry_for"] = retry_for
-        if input_shape is not None:
-            options["input_shape"] = check_input_shape(input_shape)
-        return HttpOracle(target, api_key=api_key, budget=budget, ledger=ledger, **options)
+        return _open_http(target, budget, ledger, api_key_env, retry_for, input_shape)
     if kind == "torchscript":
         from activethief.oracle.torchscript import TorchScriptOracle
 

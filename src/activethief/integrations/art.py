@@ -26,6 +26,7 @@ from torch import nn
 from activethief.errors import ConfigError, OracleError
 from activethief.oracle.base import Oracle
 from activethief.oracle.ledger import Ledger
+from activethief.oracle.local import make_normaliser, softmax
 from activethief.oracle.modes import OutputMode, answers_to_targets
 from activethief.steal import StealConfig, StealResult, steal
 from activethief.steal.config import PRESETS
@@ -61,13 +62,6 @@ def _looks_like_probs(rows: np.ndarray) -> bool:
         return True
     inside = bool(((rows >= 0.0) & (rows <= 1.0 + 1e-6)).all())
     return inside and bool((np.abs(rows.sum(1) - 1.0) <= PROB_TOLERANCE).all())
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(1, keepdims=True)
-    e = np.exp(shifted)
-    probs: np.ndarray = (e / e.sum(1, keepdims=True)).astype(np.float32)
-    return probs
 
 
 def _declared_returns(classifier: Any) -> Returns:
@@ -185,16 +179,7 @@ class ARTBackend:
         self.span = high_ - self.low
         if (self.span < 0).any():
             raise ConfigError(f"the ART classifier's clip_values {clip!r} have max below min")
-        self.normalise: tuple[np.ndarray, np.ndarray] | None = None
-        if normalise is not None:
-            mean, std = (np.asarray(v, dtype=np.float32).reshape(-1) for v in normalise)
-            channels = self.input_shape[0]
-            if mean.size not in (1, channels) or std.size not in (1, channels) or (std <= 0).any():
-                raise ConfigError(
-                    f"normalise must be (mean, std) with 1 or {channels} values each and std > 0; "
-                    f"got {normalise!r}"
-                )
-            self.normalise = (mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1))
+        self.normaliser = make_normaliser(normalise, self.input_shape)
 
     def _image_values(self, values: Any, name: str) -> np.ndarray:
         """A scalar, or per-feature values in the estimator's layout moved to [C, H, W]."""
@@ -227,8 +212,8 @@ class ARTBackend:
         """float32 `[n, C, H, W]` in [0, 1] -> the estimator's inputs `[n, *input_shape]`: scaled onto its
         clip range, then normalised (`normalise`), then in its layout."""
         x = np.asarray(images, dtype=np.float32) * self.span + self.low
-        if self.normalise is not None:
-            x = (x - self.normalise[0]) / self.normalise[1]
+        if self.normaliser is not None:
+            x = self.normaliser(x)
         return self._to_layout(x.astype(np.float32, copy=False))
 
     def from_estimator(self, x: np.ndarray) -> np.ndarray:
@@ -252,7 +237,7 @@ class ARTBackend:
         if self.returns == "auto":
             self.returns = "probs" if _looks_like_probs(rows) else "logits"
         if self.returns == "logits":
-            return _softmax(rows)
+            return softmax(rows)
         if not _looks_like_probs(rows):
             raise OracleError(
                 f"the ART classifier was taken to return probabilities but answered rows with values in "

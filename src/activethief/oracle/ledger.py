@@ -116,6 +116,16 @@ class Ledger:
         rounds = np.array([r[2] for r in rows], dtype=np.int64)
         return keys, answers, rounds
 
+    def query_order(self) -> np.ndarray:
+        """Pool indices in the order they were sent (int64): the answered requests in the order they were
+        begun, each request's indices as sent, every index once. What a detector watching the target's
+        traffic (PRADA) saw; `all_answers` gives pool-index order instead."""
+        rows = self._db.execute(
+            "SELECT pool_indices FROM requests WHERE status = 'done' ORDER BY rowid"
+        ).fetchall()
+        sent = [int(i) for (indices,) in rows for i in json.loads(indices)]
+        return np.array(list(dict.fromkeys(sent)), dtype=np.int64)
+
     # --- requests -------------------------------------------------------------------------------
     def begin(self, request_id: str, indices: np.ndarray, round_: int) -> None:
         """Record a request as pending before it is sent."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from activethief.errors import ConfigError
+from activethief.training.targets import spread_remainder
 
 _PATTERN = re.compile(r"^(probs|label|topk:(\d+)|round:(\d+))$")
 
@@ -39,7 +40,8 @@ class OutputMode:
 
     @property
     def hard(self) -> bool:
-        """True when answers carry only the predicted class (train on hard labels)."""
+        """True when answers name only the predicted class (`label`, `topk:1`). A `topk:1` answer also
+        carries that class's probability, which training keeps (`answers_to_targets`)."""
         return self.kind == "label" or (self.kind == "topk" and self.param == 1)
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
@@ -62,18 +64,10 @@ class OutputMode:
 
 
 def answers_to_targets(answers: np.ndarray) -> np.ndarray:
-    """Training targets from recorded answers: rows renormalised to sum to one.
+    """Training targets [n, C] from recorded answers of any output mode (`training.targets`).
 
-    A rounded answer may sum to zero (all classes below half the last digit); that row falls back to a
-    one-hot of its largest entry, which is the best the answer reveals.
+    Full rows are renormalised; the mass a top-k or rounded row does not show goes evenly to the classes
+    it shows as zero (not renormalised away); a row of zeros becomes uniform. One-hot rows stay one-hot
+    (`fit` smooths an all-one-hot training set: `FitConfig.label_smoothing`).
     """
-    a = np.clip(np.asarray(answers, dtype=np.float32), 0.0, None)
-    mass = a.sum(1, keepdims=True)
-    empty = mass[:, 0] <= 0
-    if empty.any():
-        a = a.copy()
-        a[empty] = 0.0
-        a[np.flatnonzero(empty), np.asarray(answers)[empty].argmax(1)] = 1.0
-        mass = a.sum(1, keepdims=True)
-    normalised: np.ndarray = a / mass
-    return normalised
+    return spread_remainder(answers)

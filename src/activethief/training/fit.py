@@ -1,7 +1,9 @@
 """Train a model on a target's answers (soft or hard labels).
 
-RMSProp + cross-entropy as in the study. Targets may be class indices [n] or probability rows [n, C];
-probability rows are renormalised, so top-k, rounded and one-hot answers all train correctly.
+RMSProp + cross-entropy as in the study. Targets may be class indices [n] or probability rows [n, C]
+(`oracle.answers_to_targets` turns any output mode's answers into such rows: `training.targets`). A set of
+rows that are all one-hot (a label-only API's answers) is label-smoothed by default
+(`FitConfig.label_smoothing`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from activethief.training.predict import (
     to_device,
 )
 from activethief.training.semisup import SemiConfig, unlabelled_loss
+from activethief.training.targets import smooth, smoothing_amount
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class FitConfig:
     # RMSProp's first steps are ~10x the learning rate (its running average starts at zero), which wrecks
     # a warm start; ramping the rate up linearly over the first steps avoids that.
     warmup_steps: int = 30
+    # Label smoothing of the training targets (Szegedy et al., CVPR 2016): None applies
+    # `training.targets.AUTO_SMOOTHING` when every target row is one-hot (hard-label answers) and nothing
+    # to soft answers or class indices; a number smooths any targets by that much (0 = off).
+    label_smoothing: float | None = None
 
     def __post_init__(self) -> None:
         counts = ("epochs", "batch_size", "patience", "min_steps", "max_steps", "warm_steps", "augment")
@@ -69,6 +76,10 @@ class FitConfig:
             )
         if 0 < self.max_steps < self.min_steps:
             raise ConfigError(f"max_steps ({self.max_steps}) is below min_steps ({self.min_steps})")
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
+            raise ConfigError(
+                f"FitConfig.label_smoothing must be None or lie in [0, 1), got {self.label_smoothing}"
+            )
         if self.semi is not None and not isinstance(self.semi, SemiConfig):
             raise ConfigError(f"FitConfig.semi must be a SemiConfig or None, got {type(self.semi).__name__}")
 
@@ -213,6 +224,8 @@ def fit(
         raise ConfigError("cannot train on an empty set")
     gen = torch.Generator().manual_seed(seed)
     x_tr, y_tr, x_val, y_val = _split(xs, soft, cfg, val, gen)
+    # Only the training part is smoothed: early stopping still measures the fit to the answers themselves.
+    y_tr = smooth(y_tr, smoothing_amount(targets.ndim, soft, cfg.label_smoothing))
     step = _Step(model, cfg, gen, unlabelled if cfg.semi is not None else None)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,6 +23,23 @@ LEAST_LIKELY = "least-likely"
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 Labels = np.ndarray | torch.Tensor
+
+
+@runtime_checkable
+class AttackLoss(Protocol):
+    """A model that defines its own attack objective (an ensemble averaging its members' losses, a model
+    behind random input transformations): the cross-entropy of a batch with the goal classes, summed."""
+
+    def attack_cross_entropy(self, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor: ...
+
+
+def cross_entropy_of(model: nn.Module, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """The attack objective of `model` on `x` [b, ...]: its cross-entropy with `goal` [b], summed over
+    the batch (so each image's gradient is independent of the batch); the model's own when it defines
+    one (`AttackLoss`)."""
+    if isinstance(model, AttackLoss):
+        return model.attack_cross_entropy(x, goal)
+    return F.cross_entropy(model(x), goal, reduction="sum")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,10 +159,10 @@ class Attack(ABC):
         """Gradient [b, ...] of the attack objective w.r.t. `x`: ascend it to succeed.
 
         The objective is the cross-entropy with the goal class (summed over the batch, so each image's
-        gradient is independent of the batch), negated for targeted attacks.
+        gradient is independent of the batch; `cross_entropy_of`), negated for targeted attacks.
         """
         x = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(x), goal, reduction="sum")
+        loss = cross_entropy_of(model, x, goal)
         (grad,) = torch.autograd.grad(loss, x)
         return -grad if self.targeted else grad
 

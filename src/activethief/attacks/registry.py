@@ -1,16 +1,24 @@
-"""Attacks by name: the names the CLI and experiment grids use (`fgsm`, `pgd`, `mi-fgsm`)."""
+"""Attacks by name: the names the CLI and experiment grids use (`fgsm`, `pgd`, `mi-fgsm`, `di-mi-fgsm`,
+`ti-di-mi-fgsm`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from activethief.attacks.base import LEAST_LIKELY, Attack
+from activethief.attacks.diversity import DIMIFGSM, TIDIMIFGSM
 from activethief.attacks.fgsm import FGSM
 from activethief.attacks.mifgsm import MIFGSM
 from activethief.attacks.pgd import PGD
 from activethief.errors import ConfigError
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "mi-fgsm": MIFGSM}
+ATTACKS: dict[str, type[Attack]] = {
+    "fgsm": FGSM,
+    "pgd": PGD,
+    "mi-fgsm": MIFGSM,
+    "di-mi-fgsm": DIMIFGSM,
+    "ti-di-mi-fgsm": TIDIMIFGSM,
+}
 
 
 def parse_target_class(text: str | int | None) -> int | str | None:

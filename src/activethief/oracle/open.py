@@ -14,6 +14,7 @@ import numpy as np
 
 from activethief.errors import ConfigError, ModelError
 from activethief.oracle.base import Oracle, Shape, check_input_shape
+from activethief.oracle.defences import Defence, DefendedBackend, NoDefence, parse_defence
 from activethief.oracle.ledger import Ledger
 from activethief.oracle.local import Normaliser, Returns, check_returns, make_normaliser
 
@@ -203,6 +204,8 @@ def open_oracle(
     input_shape: Sequence[int] | None = None,
     returns: str | None = None,
     normalise: tuple[Sequence[float], Sequence[float]] | str | None = None,
+    defence: Defence | str | None = None,
+    defence_seed: int = 0,
 ) -> Oracle:
     """An oracle for a model file (activethief, TorchScript or ONNX) or an HTTP(S) OIP endpoint.
 
@@ -223,16 +226,28 @@ def open_oracle(
         returns: `logits` or `probs`, what the target outputs (None: read from the model).
         normalise: per-channel `(mean, std)` the target expects its input normalised with, or a name
             (`imagenet`); applied by the adapter, never to the pool.
+        defence: the owner's answer policy for a model file (`parse_defence`: `noise:S`,
+            `reverse-sigmoid:BETA[,GAMMA]`, `misinformation:TAU[,NU]`, chained with `+`), applied to every
+            answer before `output_mode` (`DefendedBackend`); None or `none`: truthful answers. An HTTP
+            target's defence is its server's business.
+        defence_seed: the seed of a random defence's answers (noise).
 
     Raises:
-        ConfigError: for a missing extra, an unset key variable, a key given for a model file, or a
-            target option that does not apply to (or contradicts) the target.
+        ConfigError: for a missing extra, an unset key variable, a key given for a model file, a
+            target option that does not apply to (or contradicts) the target, a bad defence spec or a
+            defence asked of an HTTP target.
         ModelError: for a file that is missing or not a model of any kind we read.
     """
     if api_key_env is not None and not is_remote(target):
         raise ConfigError("--api-key-env is only for HTTP targets (a URL), not for a model file")
+    policy = parse_defence(defence)
     kind = target_kind(target)
     if kind == "http":
+        if not isinstance(policy, NoDefence):
+            raise ConfigError(
+                f"defence {str(policy)!r}: only for a model file in this process; an HTTP target applies its "
+                "own answer policy on its server (activethief serve: `defence = ...` in the keys file)"
+            )
         if returns is not None or normalise is not None:
             given = " and ".join(
                 n for n, v in (("returns", returns), ("normalise", normalise)) if v is not None
@@ -242,6 +257,31 @@ def open_oracle(
                 "own output policy and its own input normalisation"
             )
         return _open_http(target, budget, ledger, api_key_env, retry_for, input_shape)
+    oracle = _open_file(target, kind, output_mode, budget, ledger, input_shape, returns, normalise)
+    return defend(oracle, policy, defence_seed)
+
+
+def defend(oracle: Oracle, defence: Defence | str | None, seed: int = 0) -> Oracle:
+    """`oracle` with its answers behind `defence` (a `DefendedBackend` around its backend), for any
+    in-process oracle (`ModelOracle`, `CallableOracle`, TorchScript, ONNX); unchanged for `none`.
+    Raises an OracleError for a backend that applies its own policy (HTTP)."""
+    policy = parse_defence(defence)
+    if not isinstance(policy, NoDefence):
+        oracle.backend = DefendedBackend(oracle.backend, policy, seed)
+    return oracle
+
+
+def _open_file(
+    target: str,
+    kind: TargetKind,
+    output_mode: str,
+    budget: int | None,
+    ledger: Ledger | Path | str | None,
+    input_shape: Sequence[int] | None,
+    returns: str | None,
+    normalise: tuple[Sequence[float], Sequence[float]] | str | None,
+) -> Oracle:
+    """The oracle for a model file of `kind` (`target_kind`), with the target options checked."""
     if kind == "torchscript":
         from activethief.oracle.torchscript import TorchScriptOracle
 

@@ -19,8 +19,11 @@ import torch
 
 from activethief.errors import ConfigError
 
-# Label smoothing applied automatically to all-one-hot answers (label-only APIs). Chosen by measurement
-# (benchmarks/output_modes.py, MNIST label-only, entropy+kcenter, cnn2 stealing a lenet target).
+# Label smoothing applied automatically to all-one-hot answers (label-only APIs), chosen by measurement
+# (benchmarks/output_modes.py: MNIST label-only, entropy+kcenter in rounds of 1,000, cnn2 stealing a lenet
+# target, seed 0): agreement at 1k/2k/3k/5k 96.01/98.14/98.54/98.97% unsmoothed, 96.32/98.23/98.80/98.97%
+# with 0.1. Pseudo-labels over the pool on top (FitConfig.semi) gave 96.78/98.24/98.78/98.99% for 3.7
+# times the time, so they stay opt-in.
 AUTO_SMOOTHING = 0.1
 
 

@@ -5,8 +5,9 @@ from a file) and converts a batch at a time to float32 [n, C, H, W] in [0, 1], s
 pool costs its 3 GB of uint8 (or nothing but page cache when memory-mapped) rather than 12 GB of float32.
 Its `fingerprint` (SHA-256 of content and order, computed in chunks) is the pool's identity for resume.
 
-`open_pool` accepts a registered dataset name, a folder of images, an .npy/.npz file or an array; each
-kind is one small reader behind the `PoolReader` interface, tried in order.
+`open_pool` accepts a registered dataset name, scikit-learn's digits, noise, a mix of other pools, a folder
+of images, an .npy/.npz file or an array; each kind is one small reader behind the `PoolReader` interface,
+tried in order. Noise and mixes are lazy (`data.lazy`): their images are made a batch at a time.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from activethief.data.lazy import LazyImages
 from activethief.data.registry import DATASETS, Shape
 from activethief.errors import DataError
 
 Layout = Literal["NCHW", "NHWC", "NHW"]
+Storage = np.ndarray | LazyImages  # stored images, or images made on demand (noise, mixes)
 PoolSource = str | Path | np.ndarray
 Indices = slice | Sequence[int] | np.ndarray
 
@@ -49,13 +52,16 @@ class Pool:
     """Images stored as uint8 (or float in [0, 1]) in layout NCHW, NHWC or NHW, read as float32 NCHW.
 
     Args:
-        storage: the images; a memory-mapped array stays memory-mapped.
+        storage: the images; a memory-mapped array stays memory-mapped, a `LazyImages` (layout NCHW)
+            makes each batch when it is read.
         layout: the order of `storage`'s axes (NHW means one channel).
         summary: where the pool came from.
     """
 
-    def __init__(self, storage: np.ndarray, layout: Layout, summary: PoolSummary) -> None:
+    def __init__(self, storage: Storage, layout: Layout, summary: PoolSummary) -> None:
         expected_ndim = 3 if layout == "NHW" else 4
+        if isinstance(storage, LazyImages) and layout != "NCHW":
+            raise DataError(f"lazy images are NCHW, not {layout}")
         if storage.ndim != expected_ndim:
             raise DataError(f"a {layout} pool needs a {expected_ndim}-D array, got {list(storage.shape)}")
         if storage.dtype != np.uint8 and storage.dtype.kind not in _FLOAT_KINDS:
@@ -81,8 +87,12 @@ class Pool:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the storage (on disk when memory-mapped)."""
+        """Bytes of the storage (on disk when memory-mapped; held by the maker when lazy)."""
         return int(self.storage.nbytes)
+
+    def stored(self, indices: Indices) -> np.ndarray:
+        """The images at `indices` in their stored dtype, [n, C, H, W] (what mixes gather)."""
+        return self._canonical(np.asarray(self.storage[indices]))
 
     def __getitem__(self, indices: Indices) -> np.ndarray:
         """The images at `indices` (a slice or 1-D integer indices, any order): float32 [n, C, H, W]."""
@@ -92,7 +102,7 @@ class Pool:
                 raise DataError(
                     f"pool indices must be a slice or 1-D integers, got {indices.dtype} {indices.shape}"
                 )
-        return self._to_float(self.storage[indices])
+        return self._to_float(np.asarray(self.storage[indices]))
 
     def batches(self, batch_size: int = 1024) -> Iterator[np.ndarray]:
         """The whole pool in order, one float32 [<=batch_size, C, H, W] batch at a time."""
@@ -124,15 +134,18 @@ class Pool:
         row = max(1, int(np.prod(self.storage.shape[1:])) * self.storage.dtype.itemsize)
         step = max(1, _CHUNK_BYTES // row)
         for start in range(0, len(self), step):
-            yield self._canonical(self.storage[start : start + step])
+            yield self._canonical(np.asarray(self.storage[start : start + step]))
 
     @cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the images' content and order (stored dtype, NCHW, C order), streamed in chunks.
 
         The same images give the same fingerprint whichever file layout held them; one changed pixel or
-        two swapped images give another.
+        two swapped images give another. A lazy pool's fingerprint hashes its maker's description (its
+        images follow from it), so a 1,000,000-image noise pool is identified without being made.
         """
+        if isinstance(self.storage, LazyImages):
+            return self.storage.fingerprint()
         c, h, w = self.shape
         digest = hashlib.sha256(
             f"activethief-pool/1 {self.storage.dtype.str} {len(self)}x{c}x{h}x{w}\n".encode()
@@ -368,16 +381,25 @@ def _existing(source: PoolSource | Path) -> Path:
 def default_readers(
     *, split: str = "train", root: Path | str | None = None, cache: bool = True
 ) -> tuple[PoolReader, ...]:
-    """The readers `open_pool` tries, in order: arrays, dataset names, folders, .npy, .npz.
+    """The readers `open_pool` tries, in order: arrays, dataset names, `sklearn-digits`, `noise:...`,
+    `mix:...`, `aug:...`, folders, .npy, .npz.
 
-    A name that is a registered dataset means the dataset even if a folder of that name exists here;
-    write `./NAME` for the folder.
+    A name that is a registered dataset (or one of the generated pools) means that even if a folder of
+    that name exists here; write `./NAME` for the folder.
     """
+    from activethief.data.digits import DigitsReader
     from activethief.data.imagefolder import FolderReader
+    from activethief.data.mix import MixReader
+    from activethief.data.noise import NoiseReader
+    from activethief.data.views import ViewReader
 
     return (
         ArrayReader(),
         DatasetReader(split, root),
+        DigitsReader(),
+        NoiseReader(),
+        MixReader(split, root, cache),
+        ViewReader(split, root, cache),
         FolderReader(root=root, cache=cache),
         NpyReader(),
         NpzReader(),
@@ -396,10 +418,14 @@ def open_pool(
     """Open a pool of unlabelled images for stealing.
 
     Args:
-        source: a registered dataset name (`NAME` or `NAME:SPLIT`), a folder of images (PNG, JPEG, BMP,
-            WebP; recursive), an .npy or .npz file (`FILE.npz:KEY` picks a member), or an array.
-        shape: the target's input shape (C, H, W). Folders are converted to it; other pools must match
-            it. Required for folders.
+        source: a registered dataset name (`NAME` or `NAME:SPLIT`), `sklearn-digits[:framed]`
+            (scikit-learn's 1,797 digits, `data.digits`), `noise:uniform:N[:SEED]` or
+            `noise:gaussian:N[:SEED]` (`data.noise`), `mix:SPEC@COUNT+SPEC@COUNT[:SEED]` (`data.mix`),
+            `aug:VIEWS:SPEC` (transformed views of another pool, `data.views`),
+            a folder of images (PNG, JPEG, BMP, WebP; recursive), an .npy or .npz file (`FILE.npz:KEY`
+            picks a member), or an array.
+        shape: the target's input shape (C, H, W). Folders, digits and noise are made in it; other pools
+            must match it. Required for folders and noise.
         split: the dataset split when `source` names a dataset without one.
         root: the dataset cache root (see `data_dir`); folder decodes are cached under it.
         cache: keep a folder's decoded images in the cache (see `imagefolder`).
@@ -422,5 +448,6 @@ def open_pool(
     missing = " (no such file or folder)" if path is not None and not path.exists() else ""
     raise DataError(
         f"cannot open pool {str(source)!r}{missing}: it is neither a registered dataset "
-        f"({', '.join(sorted(DATASETS))}), a folder of images, nor an .npy/.npz file"
+        f"({', '.join(sorted(DATASETS))}), sklearn-digits, noise:KIND:N, mix:SPEC@COUNT+..., "
+        "a folder of images, nor an .npy/.npz file"
     )

@@ -1,4 +1,6 @@
-"""The `activethief attack` command: craft on a substitute, measure transfer to the target, write results."""
+"""The `activethief attack` command: craft on a substitute and measure transfer to the target; or run a
+query attack (`hybrid`: transfer, then a few counted queries with the substitute as prior; `art-square`,
+`art-simba`, `art-hopskipjump`: ART's query-only baselines) and list each image's queries."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from activethief.attacks.query_command import QUERY_METHODS, QueryOptions, run_query_attack
 from activethief.cli import friendly
 from activethief.errors import ConfigError
 
@@ -24,12 +27,20 @@ def register(app: typer.Typer) -> None:
 
 @friendly
 def attack_command(
-    substitute: Annotated[Path, typer.Option(help="The stolen model file (written by models.save).")],
     target: Annotated[
         str, typer.Option(help="The target: a model file, or an http(s):// prediction API URL.")
     ],
+    substitute: Annotated[
+        Path | None, typer.Option(help="The stolen model file (written by models.save); not for art-*.")
+    ] = None,
     dataset: Annotated[str, typer.Option(help="Dataset whose first --n test images are attacked.")] = "mnist",
-    method: Annotated[str, typer.Option(help="Attack: fgsm, pgd or mi-fgsm (all L-infinity).")] = "pgd",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Attack (all L-infinity): fgsm, pgd, mi-fgsm (transfer only); hybrid (transfer, then "
+            "queries); art-square, art-simba, art-hopskipjump (ART's query-only baselines, no substitute)."
+        ),
+    ] = "pgd",
     eps: Annotated[float, typer.Option(help="L-infinity radius in [0, 1] pixel units.")] = 0.3,
     steps: Annotated[int | None, typer.Option(help="Iterations (pgd: 40, mi-fgsm: 10).")] = None,
     step_size: Annotated[
@@ -58,11 +69,58 @@ def attack_command(
     retry_for: Annotated[
         float | None, typer.Option(help="Seconds to keep retrying an HTTP target that is down (default 120).")
     ] = None,
+    max_queries_per_image: Annotated[
+        int,
+        typer.Option(help="hybrid and art-*: the most target queries per image (the transfer one included)."),
+    ] = 20,
+    total_queries: Annotated[
+        int | None, typer.Option(help="hybrid and art-*: the most target queries over all images.")
+    ] = None,
+    continuation: Annotated[
+        str,
+        typer.Option(
+            help="hybrid: square (scores), guided (labels suffice), none, or auto (by output mode)."
+        ),
+    ] = "auto",
+    transfer: Annotated[
+        str, typer.Option(help="hybrid: the transfer attack of query 0 (pgd, mi-fgsm).")
+    ] = "pgd",
+    only_correct: Annotated[
+        bool,
+        typer.Option(
+            "--only-correct/--all-images",
+            help="hybrid and art-*: attack the first --n test images the target classifies correctly "
+            "(needs a target you own: a model file, asked for free).",
+        ),
+    ] = False,
 ) -> None:
     """Craft adversarial test images on the substitute and measure how often they fool the target.
 
     Uses the first --n test images of --dataset; writes result.json and examples.png into --out.
     """
+    if method.strip().lower() in QUERY_METHODS:
+        options = QueryOptions(
+            method.strip().lower(),
+            eps,
+            targeted,
+            max_queries_per_image,
+            total_queries,
+            continuation,
+            transfer,
+            steps,
+            only_correct,
+        )
+        oracle, _ = _make_oracle(target, output_mode, query_budget, api_key_env, retry_for)
+        try:
+            for line in run_query_attack(
+                options, substitute, oracle, target, dataset, n, seed, out, data_dir
+            ):
+                typer.echo(line)
+        finally:
+            oracle.close()
+        return
+    if substitute is None:
+        raise ConfigError(f"--method {method} crafts on a substitute: pass --substitute MODEL.pt")
     from activethief import data, models
     from activethief.attacks.plot import plot_examples
     from activethief.attacks.registry import make_attack

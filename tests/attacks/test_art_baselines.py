@@ -1,0 +1,38 @@
+"""ART's query-only baselines through our oracle: queries counted per image, stopped at the first success."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torch import nn
+
+from activethief.attacks.art_baselines import run_art_baseline
+from activethief.errors import ConfigError
+from activethief.oracle import ModelOracle
+from activethief.training import predict_proba
+
+Mnist = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@pytest.mark.parametrize("name", ["square", "simba"])
+def test_art_queries_are_counted_per_image(name: str, target_model: nn.Module, mnist_small: Mnist) -> None:
+    _, _, xt, yt = mnist_small
+    keep = np.flatnonzero(predict_proba(target_model, xt[:50]).argmax(1) == yt[:50])[:4]
+    oracle = ModelOracle(target_model)
+    result = run_art_baseline(name, oracle, xt[keep], yt[keep], eps=0.3, max_queries_per_image=40, seed=0)
+    assert oracle.used == result.total_queries
+    assert (result.queries <= 40).all() and (result.queries >= 1).all()
+    assert ((result.queries == 40) | result.success).all()  # an image stops early only on success
+
+
+def test_label_only_hopskipjump_respects_the_budget(target_model: nn.Module, mnist_small: Mnist) -> None:
+    _, _, xt, yt = mnist_small
+    oracle = ModelOracle(target_model, mode="label")
+    result = run_art_baseline("hopskipjump", oracle, xt[:2], yt[:2], eps=0.2, max_queries_per_image=30)
+    assert oracle.used == result.total_queries <= 60
+
+
+def test_unknown_baseline_is_refused(target_model: nn.Module, mnist_small: Mnist) -> None:
+    _, _, xt, yt = mnist_small
+    with pytest.raises(ConfigError, match="unknown ART baseline"):
+        run_art_baseline("nes", ModelOracle(target_model), xt[:1], yt[:1], eps=0.3, max_queries_per_image=5)

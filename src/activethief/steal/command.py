@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,11 +13,16 @@ import typer
 
 from activethief.cli import friendly
 from activethief.errors import ConfigError
+from activethief.files import write_text_atomic
 from activethief.steal.records import RoundEvent
 
 if TYPE_CHECKING:
     from activethief.data import Pool
+    from activethief.oracle import Oracle
+    from activethief.oracle.prada import PradaDetector
     from activethief.steal.config import StealConfig
+
+PRADA_FILE = "prada.json"  # in the run folder, beside summary.json
 
 
 def read_target_labels(path: Path, count: int) -> np.ndarray:
@@ -56,6 +62,58 @@ def build_config(preset: str, *, semi: str | None, warm_start: bool, **options: 
     if semi is not None:
         config = replace(config, fit=replace(config.fit, semi=parse_semi(semi)))
     return config
+
+
+def watch_with_prada(oracle: Oracle, delta: float, out: Path, pool: Pool, resume: bool) -> PradaDetector:
+    """Put PRADA (Juuti et al., EuroS&P 2019) between the oracle and its target, recording only.
+
+    On `resume` the detector first replays the run's earlier queries from its ledger, in the order they
+    were sent, so `flagged_at` counts every query of the run, not just this process's.
+    """
+    from activethief.oracle import Ledger
+    from activethief.oracle.prada import PradaBackend, PradaDetector
+    from activethief.steal.rundir import LEDGER
+
+    detector = PradaDetector(delta)
+    if resume and (out / LEDGER).exists():
+        ledger = Ledger(out / LEDGER)
+        try:
+            order = ledger.query_order()
+            keys, answers, _ = ledger.all_answers()
+        finally:
+            ledger.close()
+        row = {int(k): i for i, k in enumerate(keys)}
+        sent = np.array([k for k in order if int(k) in row], dtype=np.int64)
+        if len(sent):
+            detector.observe(pool[sent], np.array([answers[row[int(k)]].argmax() for k in sent]))
+    oracle.backend = PradaBackend(oracle.backend, detector)
+    return detector
+
+
+def announcing(detector: PradaDetector) -> Callable[[RoundEvent], None]:
+    """`show_round`, plus one line the first time PRADA flags the run."""
+    told = [detector.flagged]
+
+    def show(event: RoundEvent) -> None:
+        show_round(event)
+        if detector.flagged and not told[0]:
+            told[0] = True
+            typer.echo(
+                f"PRADA (delta {detector.delta:g}) flagged this client after {detector.flagged_at} queries"
+            )
+
+    return show
+
+
+def prada_report(detector: PradaDetector) -> dict[str, Any]:
+    """What the run's `prada.json` (and the printed summary) say about the detector."""
+    return {
+        "delta": detector.delta,
+        "flagged": detector.flagged,
+        "flagged_at": detector.flagged_at,
+        "queries": detector.queries,
+        "statistic": detector.statistic,
+    }
 
 
 def show_round(event: RoundEvent) -> None:
@@ -131,6 +189,17 @@ def steal_command(
     output_mode: Annotated[
         str, typer.Option(help="probs, topk:K, label or round:D (local targets).")
     ] = "probs",
+    defence: Annotated[
+        str | None,
+        typer.Option(
+            help="The owner's answer policy on a local target, before --output-mode: noise:S, "
+            "reverse-sigmoid:BETA[,GAMMA], misinformation:TAU[,NU], chained with + (see README)."
+        ),
+    ] = None,
+    prada: Annotated[
+        float | None,
+        typer.Option(help="Watch the run with PRADA at this delta (e.g. 0.95); reports when it would flag."),
+    ] = None,
     input_shape: Annotated[
         str | None, typer.Option(help="C,H,W of one image, for a TorchScript/ONNX file that does not say.")
     ] = None,
@@ -173,6 +242,7 @@ def steal_command(
         stop=stop,
         substitute=substitute,
         device=device,
+        defence=defence,
     )
     if (target_test_labels is not None or buy_test_labels) and test is None:
         raise ConfigError("--target-test-labels and --buy-test-labels need --test (the test set)")
@@ -193,10 +263,15 @@ def steal_command(
         input_shape=None if input_shape is None else parse_input_shape(input_shape),
         returns=returns,
         normalise=normalise,
+        defence=config.defence,
+        defence_seed=config.seed,
     )
+    detector = None
     try:
         # The pool is opened in the target's input shape and kept as stored (uint8, memory-mapped).
         images = first_images(open_pool_for(pool, oracle.input_shape, data_dir), pool_size)
+        if prada is not None:
+            detector = watch_with_prada(oracle, prada, out, images, resume)
         result = steal(
             oracle,
             images,
@@ -205,7 +280,7 @@ def steal_command(
             out=out,
             resume=resume,
             quiet=quiet,
-            on_round=show_round,
+            on_round=show_round if detector is None else announcing(detector),
             target_test_labels=labels,
             buy_test_labels=buy_test_labels,
         )
@@ -213,6 +288,11 @@ def steal_command(
         oracle.close()
     summary: dict[str, Any] = result.summary()
     summary.pop("config")
+    if config.defence != "none":
+        summary["defence"] = config.defence
+    if detector is not None:
+        summary["prada"] = prada_report(detector)
+        write_text_atomic(out / PRADA_FILE, json.dumps(summary["prada"], indent=2))
     typer.echo(json.dumps(summary, indent=2))
     if result.evaluation_queries:
         typer.echo(

@@ -12,6 +12,7 @@ from typing import Any
 
 from activethief.errors import ActiveThiefError, ConfigError
 from activethief.models import check_arch, resolve_device
+from activethief.oracle.defences import parse_defence
 from activethief.selection import Seeder, Strategy, make_seeder, make_strategy
 from activethief.stopping import StoppingRule, parse_stop
 from activethief.training import FitConfig
@@ -67,6 +68,11 @@ class StealConfig:
         fit: training settings per round.
         device: where the substitute trains and predicts: `auto` (a CUDA GPU when present), `cpu`,
             `cuda` or `cuda:N`.
+        defence: the answer policy the target's owner applies, for an in-process target
+            (`activethief.oracle.parse_defence`: `none`, `noise:S`, `reverse-sigmoid:BETA[,GAMMA]`,
+            `misinformation:TAU[,NU]`, chained with `+`), stored in its canonical spelling. The run
+            records it (a resume with another is refused); the oracle applies it: open it with
+            `open_oracle(..., defence=config.defence)` (what `activethief steal --defence` does).
 
     Raises:
         ConfigError: naming the field, for any invalid value.
@@ -84,6 +90,7 @@ class StealConfig:
     narrow_factor: float | None = None
     fit: FitConfig = field(default=DEFAULT_FIT)
     device: str = "auto"
+    defence: str = "none"
 
     def __post_init__(self) -> None:
         _positive("budget", self.budget)
@@ -99,6 +106,11 @@ class StealConfig:
             resolve_device(self.device)
         except ActiveThiefError as exc:
             raise ConfigError(f"StealConfig.device: {exc}") from None
+        try:
+            canonical = str(parse_defence(self.defence))
+        except ActiveThiefError as exc:
+            raise ConfigError(f"StealConfig.defence: {exc}") from None
+        object.__setattr__(self, "defence", canonical)
         if not isinstance(self.fit, FitConfig):
             raise ConfigError(f"StealConfig.fit must be a FitConfig, got {type(self.fit).__name__}")
         for name, build in (("strategy", self.selector), ("seeding", self.seeder), ("stop", self.stop_rule)):
@@ -147,5 +159,11 @@ class StealConfig:
         return parse_stop(self.stop)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types: what the run folder stores and compares on resume."""
-        return asdict(self)
+        """Plain JSON types: what the run folder stores and compares on resume.
+
+        `defence` appears only when there is one, so runs recorded before defences existed (all
+        undefended) still resume and their records keep their keys."""
+        stored = asdict(self)
+        if stored["defence"] == "none":
+            del stored["defence"]
+        return stored

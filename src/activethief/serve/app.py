@@ -110,6 +110,7 @@ def build_service(
     max_inflight_bytes: int | None = None,
     model_details: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    seed: int = 0,
 ) -> InferenceService:
     """An InferenceService from a model file (or module + metadata), a keys file and a state file.
 
@@ -118,7 +119,8 @@ def build_service(
     model is run once on it at start, so a wrong shape is a ConfigError here, not a 500 per request.
 
     `max_inflight_bytes` (default 4 x `max_bytes`) bounds the request bodies read or parsed at once;
-    `model_details` publishes the training dataset and architecture in the model metadata.
+    `model_details` publishes the training dataset and architecture in the model metadata; `seed` seeds
+    the keys' random defences (noise), fresh per request.
     """
     if isinstance(target, nn.Module):
         model, meta = target, dict(metadata or {})
@@ -133,6 +135,8 @@ def build_service(
     name = model_name or str(meta.get("dataset") or fallback)
     if max_batch < 1 or max_bytes < 1024:
         raise ConfigError(f"max_batch must be >= 1 and max_bytes >= 1024; got {max_batch} and {max_bytes}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed (--seed) must be a non-negative integer, got {seed!r}")
     inflight = 4 * max_bytes if max_inflight_bytes is None else max_inflight_bytes
     if inflight < max_bytes:
         raise ConfigError(f"max_inflight_bytes ({inflight}) must be at least max_bytes ({max_bytes})")
@@ -143,7 +147,7 @@ def build_service(
         max_inflight_bytes=inflight,
         model_details=model_details,
     )
-    return InferenceService(model, meta, ring, store, config, clock=clock)
+    return InferenceService(model, meta, ring, store, config, clock=clock, seed=seed)
 
 
 def create_app(service: InferenceService, *, limits: ConnectionLimits | None = None) -> FastAPI:
@@ -455,6 +459,12 @@ def serve(
         host,
         port,
     )
+    for policy in service.keys:
+        watch = "" if policy.prada is None else f", PRADA delta {policy.prada:g}"
+        if watch and policy.prada_refuse:
+            watch += " (refused once flagged)"
+        if str(policy.defence) != "none" or watch:
+            log.info("key %s: defence %s%s", policy.name, policy.defence, watch)
     metrics_server = None
     if metrics_port is not None:
         metrics_server = start_metrics_server(service, metrics_host, metrics_port)

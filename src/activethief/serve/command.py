@@ -107,8 +107,15 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[
             str, typer.Option("--log-level", help="debug, info, warning or error.")
         ] = "info",
+        seed: Annotated[
+            int,
+            typer.Option(
+                "--seed", help="Seed of the keys' random defences (noise); keep it private in production."
+            ),
+        ] = 0,
     ) -> None:
-        """Serve a target over HTTP (KServe V2 / Triton REST) with per-key output mode, budget, rate limit."""
+        """Serve a target over HTTP (KServe V2 / Triton REST) with per-key defence, output mode, budget, rate
+        limit and PRADA."""
         require_serve_extra()
         from activethief.serve.app import build_service, serve
         from activethief.serve.connections import ConnectionLimits
@@ -142,6 +149,7 @@ def register(app: typer.Typer) -> None:
             max_bytes=max_bytes,
             max_inflight_bytes=max_inflight_bytes,
             model_details=model_details,
+            seed=seed,
         )
         serve(
             service,

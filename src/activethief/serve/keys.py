@@ -1,4 +1,4 @@
-"""API keys and their policies (output mode, budget, rate limit), read from a TOML keys file.
+"""API keys and their policies (defence, output mode, budget, rate limit, PRADA), read from a TOML keys file.
 
 A keys file has one table per key, named by the key's *name* (what logs and metrics show)::
 
@@ -11,6 +11,9 @@ A keys file has one table per key, named by the key's *name* (what logs and metr
     budget = 20000                # images this key may ever be answered (omit: unlimited)
     rate = 200                    # images per second, token bucket (omit: unlimited)
     burst = 1000                  # bucket size in images (default: max(rate, max images per request))
+    defence = "reverse-sigmoid:0.7"  # answer policy applied before `mode` (activethief.oracle.parse_defence)
+    prada = 0.95                  # watch this key with PRADA at delta 0.95 (omit: not watched)
+    prada_refuse = true           # once PRADA flags the key, refuse its requests with 403 (default false)
 
     [keys.ops]
     key = "at-9a1f..."            # a monitoring key: may read /metrics (every key's usage)
@@ -29,18 +32,30 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from activethief.errors import ConfigError
+from activethief.oracle.defences import Defence, NoDefence, parse_defence
 from activethief.oracle.modes import OutputMode
 
 MIN_KEY_LENGTH = 12
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_FIELDS = {"key", "key_sha256", "mode", "budget", "rate", "burst", "admin"}
-_DEFAULT_FIELDS = {"mode", "budget", "rate", "burst"}
+_FIELDS = {
+    "key",
+    "key_sha256",
+    "mode",
+    "budget",
+    "rate",
+    "burst",
+    "admin",
+    "defence",
+    "prada",
+    "prada_refuse",
+}
+_DEFAULT_FIELDS = {"mode", "budget", "rate", "burst", "defence", "prada", "prada_refuse"}
 
 
 def hash_key(secret: str) -> str:
@@ -51,7 +66,9 @@ def hash_key(secret: str) -> str:
 @dataclass(frozen=True)
 class KeyPolicy:
     """What one API key may do. `budget`, `rate` and `burst` are None when unlimited; `admin` keys may
-    also read `/metrics`, which shows every key's name and usage."""
+    also read `/metrics`, which shows every key's name and usage. `defence` is applied to the key's
+    answers before `mode`; `prada` is the PRADA delta watching the key (None: not watched), and
+    `prada_refuse` refuses a flagged key's requests (403)."""
 
     name: str
     key_sha256: str
@@ -60,6 +77,9 @@ class KeyPolicy:
     rate: float | None = None
     burst: float | None = None
     admin: bool = False
+    defence: Defence = field(default_factory=NoDefence)
+    prada: float | None = None
+    prada_refuse: bool = False
 
     def bucket_size(self, max_batch: int) -> float | None:
         """Token-bucket capacity in images (None without a rate limit)."""
@@ -70,7 +90,8 @@ class KeyPolicy:
     def __repr__(self) -> str:  # never show the key digest in logs or tracebacks
         return (
             f"KeyPolicy(name={self.name!r}, mode={str(self.mode)!r}, budget={self.budget}, "
-            f"rate={self.rate}, burst={self.burst}, admin={self.admin})"
+            f"rate={self.rate}, burst={self.burst}, admin={self.admin}, defence={str(self.defence)!r}, "
+            f"prada={self.prada}, prada_refuse={self.prada_refuse})"
         )
 
 
@@ -177,6 +198,7 @@ def _policy(name: str, entry: Mapping[str, Any], where: str) -> KeyPolicy:
     if not isinstance(admin, bool):
         raise ConfigError(f"{where}: `admin` must be true or false")
     return KeyPolicy(
+        **_watch(entry, where),
         name=name,
         key_sha256=digest.lower(),
         mode=parsed_mode,
@@ -185,6 +207,28 @@ def _policy(name: str, entry: Mapping[str, Any], where: str) -> KeyPolicy:
         burst=_number(entry, "burst", where),
         admin=admin,
     )
+
+
+def _watch(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The key's defence and PRADA settings, checked."""
+    defence = entry.get("defence", "none")
+    if not isinstance(defence, str):
+        raise ConfigError(f'{where}: `defence` must be a string such as "reverse-sigmoid:0.7" or "none"')
+    try:
+        parsed = parse_defence(defence)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    delta = entry.get("prada")
+    if delta is not None and (
+        isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 < delta <= 1
+    ):
+        raise ConfigError(f"{where}: `prada` must be PRADA's delta, a number in (0, 1] such as 0.95")
+    refuse = entry.get("prada_refuse", False)
+    if not isinstance(refuse, bool):
+        raise ConfigError(f"{where}: `prada_refuse` must be true or false")
+    if refuse and delta is None:
+        raise ConfigError(f"{where}: `prada_refuse = true` needs `prada = DELTA` (the detector's threshold)")
+    return {"defence": parsed, "prada": None if delta is None else float(delta), "prada_refuse": refuse}
 
 
 def _number(entry: Mapping[str, Any], field: str, where: str, *, integer: bool = False) -> Any:

@@ -1,9 +1,10 @@
 """Prometheus metrics (via prometheus_client), kept in memory per service, labelled by key *name*.
 
 Counters: requests by key, endpoint and status code; images served, replayed (answered again from the
-idempotency record, not billed) and refused (by reason) per key. Gauges: budget used and budget per key,
-read from the state file at scrape time. Histogram: request latency per endpoint. Each service has its
-own registry, so several services in one process (tests, benchmarks) never share counts.
+idempotency record, not billed) and refused (by reason) per key; keys PRADA flagged. Gauges: budget used
+and budget per key, read from the state file at scrape time; PRADA's flag and statistic per watched key.
+Histogram: request latency per endpoint. Each service has its own registry, so several services in one
+process (tests, benchmarks) never share counts.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ HELP = {
     "activethief_request_duration_seconds": "Request latency in seconds, by endpoint.",
     "activethief_budget_used_images": "Images billed to each key so far (persistent).",
     "activethief_budget_images": "Each key's budget in images (keys without a budget are omitted).",
+    "activethief_prada_flags_total": "Keys flagged by PRADA as likely model-extraction clients, by key name.",
+    "activethief_prada_flagged": "1 once PRADA flagged the key (keys watched with `prada`), else 0.",
+    "activethief_prada_statistic": "The latest Shapiro-Wilk W of PRADA's distances, per watched key.",
 }
 _COUNTER_LABELS = {
     "activethief_requests_total": ("key", "endpoint", "code"),
     "activethief_images_served_total": ("key",),
     "activethief_images_replayed_total": ("key",),
     "activethief_images_refused_total": ("key", "reason"),
+    "activethief_prada_flags_total": ("key",),
 }
 KeyGauges = Callable[[], dict[str, dict[str, float]]]
 

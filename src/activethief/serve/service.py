@@ -1,13 +1,16 @@
 """The prediction service without the web framework: authenticate a key, then answer an infer request
-within the key's policy (output mode, rate limit, budget), billing each image once.
+within the key's policy (defence, output mode, rate limit, budget, PRADA), billing each image once.
 
-Order of checks for an infer request: key (401) -> body size (413) -> valid request (400/413) -> an id
-answered before is replayed from the record, free (409 if its images differ) -> rate limit (429) ->
-budget (402) -> predict -> bill and record atomically (402 if a racing request spent the budget first).
+Order of checks for an infer request: key (401) -> body size (413) -> valid request (400/413) -> a key
+PRADA flagged, with `prada_refuse` (403) -> an id answered before is replayed from the record, free (409
+if its images differ) -> rate limit (429) -> budget (402) -> predict -> the key's defence, then its
+output mode -> bill and record atomically (402 if a racing request spent the budget first) -> PRADA
+observes the answered images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,8 +23,10 @@ from torch import nn
 
 from activethief import __version__
 from activethief.errors import ConfigError
+from activethief.oracle.defences import SeededDefence
 from activethief.serve.keys import KeyPolicy, KeyRing
 from activethief.serve.metrics import Metrics
+from activethief.serve.monitors import PradaRefused, PradaWatch
 from activethief.serve.protocol import (
     DEFAULT_INPUT_SHAPE,
     INPUT_NAME,
@@ -94,6 +99,8 @@ class InferenceService:
         store: persistent usage and idempotency records.
         config: model name and request limits.
         clock: monotonic seconds for the rate limiter (injectable for tests).
+        seed: the server's seed for random defences (noise): each key draws from its own generator,
+            seeded by it and the key's name, fresh for every request.
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class InferenceService:
         config: ServeConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
     ) -> None:
         self.model = model.eval()
         self.metadata = metadata
@@ -115,6 +123,8 @@ class InferenceService:
         self.input_shape = _input_shape(metadata, model)
         _check_model_runs(self.model, self.input_shape, self.num_classes)
         self.metrics = Metrics(gauges=self._gauges)
+        self.defences = {p.name: SeededDefence(p.defence, key_generator(seed, p.name)) for p in keys}
+        self.prada = PradaWatch(keys, self.metrics)
         self._buckets: dict[str, TokenBucket] = {}
         for policy in keys:
             capacity = policy.bucket_size(config.max_batch)
@@ -225,6 +235,10 @@ class InferenceService:
             )
             raise ServeError(exc.status, exc.message) from None
         count = len(request.images)
+        try:
+            self.prada.check(policy, count)
+        except PradaRefused as exc:
+            raise ServeError(403, exc.message, extra={"flagged_by": "prada"}) from None
         fingerprint = request.fingerprint() if request.request_id is not None else ""
         if request.request_id is not None:
             earlier = self.store.lookup(policy.name, request.request_id)
@@ -241,7 +255,10 @@ class InferenceService:
         used = self.store.used(policy.name)
         if policy.budget is not None and used + count > policy.budget:  # refuse before computing
             raise self._budget_refusal(policy, count, used)
-        answers = policy.mode.apply(predict_proba(self.model, request.images, batch_size=PREDICT_BATCH))
+        probs = self.defences[policy.name](
+            predict_proba(self.model, request.images, batch_size=PREDICT_BATCH)
+        )
+        answers = policy.mode.apply(probs)
         try:
             earlier = self.store.charge(
                 policy.name,
@@ -258,6 +275,7 @@ class InferenceService:
                 policy, request.request_id, fingerprint, earlier.fingerprint, earlier.answers, request.outputs
             )
         self.metrics.count("activethief_images_served_total", count, key=policy.name)
+        self.prada.observe(policy, request.images, probs.argmax(1))
         return encode_infer_response(
             answers,
             request.outputs,
@@ -333,7 +351,15 @@ class InferenceService:
         return {
             "activethief_budget_used_images": {p.name: float(usage.get(p.name, 0)) for p in self.keys},
             "activethief_budget_images": {p.name: float(p.budget) for p in self.keys if p.budget is not None},
+            **self.prada.gauges(),
         }
+
+
+def key_generator(seed: int, name: str) -> np.random.Generator:
+    """A key's own generator for random defences: the server's seed and the key's name, so one key's
+    traffic never shifts another key's noise."""
+    words = np.frombuffer(hashlib.sha256(name.encode("utf-8")).digest()[:8], dtype=np.uint32).tolist()
+    return np.random.default_rng([seed, *words])
 
 
 def _input_shape(metadata: dict[str, Any], model: nn.Module) -> tuple[int, int, int]:

@@ -45,8 +45,9 @@ class DefendedBackend:
                 f"this target applies its own output policy ({backend.remote_mode}); a defence wraps only "
                 "a target that returns raw probabilities (a model file or a callable in this process)"
             )
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise OracleError(f"a defence's seed must be a non-negative integer, got {seed!r}")
+        seed = int(seed)
         self.backend = backend
         self.defence = parse_defence(defence)
         self.seed = seed

@@ -72,8 +72,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| target | pool | strategy | preset | "
         + " | ".join(f"{b // 1000}k" for b in shown)
-        + " | x noise |",
-        "|---|---|---|---|" + "---|" * (len(shown) + 1),
+        + " | at the end | x noise |",
+        "|---|---|---|---|" + "---|" * (len(shown) + 2),
     ]
     for row in sorted(rows, key=lambda r: (r["target"], r["pool"], r["strategy"], r["preset"])):
         points = curve(row)
@@ -90,7 +90,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['target']} | {row['pool']} | {row['strategy']} | {row['preset']} | "
             + " | ".join(cells)
-            + f" | {ratio} |"
+            + f" | {100 * points[max(points)]:.1f} @{max(points)} | {ratio} |"
         )
     return "\n".join(lines)
 

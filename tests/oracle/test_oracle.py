@@ -48,11 +48,11 @@ def test_output_modes() -> None:
             OutputMode.parse(bad)
 
 
-def test_answers_to_targets_renormalises_and_handles_empty_rows() -> None:
+def test_answers_to_targets_spreads_the_missing_mass_and_handles_empty_rows() -> None:
     targets = answers_to_targets(np.array([[0, 0.6, 0.3], [0, 0, 0]], dtype=np.float32))
     assert np.allclose(targets.sum(1), 1)
-    assert np.allclose(targets[0], [0, 2 / 3, 1 / 3])
-    assert targets[1].sum() == 1
+    assert np.allclose(targets[0], [0.1, 0.6, 0.3])  # the unseen 0.1 goes to the class shown as zero
+    assert np.allclose(targets[1], 1 / 3)  # a row of zeros reveals nothing: uniform
 
 
 def test_budget_exhaustion_is_clear(pool: np.ndarray) -> None:

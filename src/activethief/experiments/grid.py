@@ -92,7 +92,7 @@ class GridParams:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
-        values: dict[str, Any] = json_ready(asdict(self))
+        values: dict[str, Any] = json_ready({**asdict(self), "fit": self.fit.to_dict()})
         return values
 
     @classmethod

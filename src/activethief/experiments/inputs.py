@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def settings_for(inputs: Inputs, params: GridParams) -> dict[str, Any]:
         "pool_size": len(inputs.pool),
         "test_size": len(inputs.test_y),
         "substitute": params.substitute,
-        "fit": asdict(params.fit),
+        "fit": params.fit.to_dict(),
         "base_seed": params.base_seed,
         "target_sha256": inputs.target_sha256[:16],
     }

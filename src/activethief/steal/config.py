@@ -161,9 +161,10 @@ class StealConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: what the run folder stores and compares on resume.
 
-        `defence` appears only when there is one, so runs recorded before defences existed (all
-        undefended) still resume and their records keep their keys."""
+        `defence` appears only when there is one, and the training settings added later only when set
+        (`FitConfig.to_dict`), so runs recorded before those existed still resume and keep their keys."""
         stored = asdict(self)
+        stored["fit"] = self.fit.to_dict()
         if stored["defence"] == "none":
             del stored["defence"]
         return stored

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,9 @@ from activethief.training.predict import (
 )
 from activethief.training.semisup import SemiConfig, unlabelled_loss
 from activethief.training.targets import smooth, smoothing_amount
+
+# FitConfig fields newer than the stored runs and results, with the default those runs trained with.
+ADDED_LATER: dict[str, Any] = {"hflip": False, "semi": None, "label_smoothing": None}
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,20 @@ class FitConfig:
         if self.semi is not None and not isinstance(self.semi, SemiConfig):
             raise ConfigError(f"FitConfig.semi must be a SemiConfig or None, got {type(self.semi).__name__}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: what run folders and experiment rows store and compare.
+
+        Fields added after run folders and results were first written (`ADDED_LATER`) appear only when
+        they differ from their default, so those runs still resume and those rows still count."""
+        stored = asdict(self)
+        for name, default in ADDED_LATER.items():
+            if stored[name] == default:
+                del stored[name]
+        return stored
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FitConfig:
-        """The inverse of `dataclasses.asdict` (the form run folders and experiment grids store)."""
+        """The inverse of `to_dict` (and of `dataclasses.asdict`, the form older runs stored)."""
         values = dict(values)
         semi = values.pop("semi", None)
         return cls(**values, semi=None if semi is None else SemiConfig(**semi))

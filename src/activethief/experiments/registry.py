@@ -20,7 +20,11 @@ from activethief.experiments.grid import GridParams
 from activethief.experiments.store import Results
 
 # Feature modules that register more experiments (e.g. transfer attacks); missing ones are skipped.
-EXTRA_MODULES: tuple[str, ...] = ("activethief.experiments.transfer", "activethief.experiments.low_budget")
+EXTRA_MODULES: tuple[str, ...] = (
+    "activethief.experiments.transfer",
+    "activethief.experiments.low_budget",
+    "activethief.experiments.threat_models",
+)
 
 
 @dataclass(frozen=True)

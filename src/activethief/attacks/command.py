@@ -33,11 +33,26 @@ def attack_command(
     substitute: Annotated[
         Path | None, typer.Option(help="The stolen model file (written by models.save); not for art-*.")
     ] = None,
+    ensemble_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Craft on an ensemble built from this steal run folder instead of --substitute: its "
+            "substitute plus --ensemble-archs trained on its answers (no target queries)."
+        ),
+    ] = None,
+    ensemble_archs: Annotated[
+        str,
+        typer.Option(help="--ensemble-from: architectures trained on the run's answers (comma-separated)."),
+    ] = "cnn2,cnn2-wide,mlp,resnet8",
+    ensemble_rounds: Annotated[
+        str, typer.Option(help="--ensemble-from: round substitutes to add, e.g. 2,3,4 (default none).")
+    ] = "",
     dataset: Annotated[str, typer.Option(help="Dataset whose first --n test images are attacked.")] = "mnist",
     method: Annotated[
         str,
         typer.Option(
-            help="Attack (all L-infinity): fgsm, pgd, mi-fgsm (transfer only); hybrid (transfer, then "
+            help="Attack (all L-infinity): fgsm, pgd, mi-fgsm, di-mi-fgsm, ti-di-mi-fgsm (transfer only); "
+            "hybrid (transfer, then "
             "queries); art-square, art-simba, art-hopskipjump (ART's query-only baselines, no substitute)."
         ),
     ] = "pgd",
@@ -110,18 +125,17 @@ def attack_command(
             steps,
             only_correct,
         )
+        model, name = _substitute(substitute, ensemble_from, ensemble_archs, ensemble_rounds, required=False)
         oracle, _ = _make_oracle(target, output_mode, query_budget, api_key_env, retry_for)
         try:
             for line in run_query_attack(
-                options, substitute, oracle, target, dataset, n, seed, out, data_dir
+                options, model, name, oracle, target, dataset, n, seed, out, data_dir
             ):
                 typer.echo(line)
         finally:
             oracle.close()
         return
-    if substitute is None:
-        raise ConfigError(f"--method {method} crafts on a substitute: pass --substitute MODEL.pt")
-    from activethief import data, models
+    from activethief import data
     from activethief.attacks.plot import plot_examples
     from activethief.attacks.registry import make_attack
     from activethief.attacks.transfer import evaluate_transfer
@@ -135,7 +149,10 @@ def attack_command(
     images, labels = data.load(spec.name, "test", root=data_dir)
     if n > len(images):
         raise ConfigError(f"--n {n} is more than the {len(images)} test images of {spec.name}")
-    substitute_model, _ = models.load(substitute)
+    substitute_model, substitute_name = _substitute(
+        substitute, ensemble_from, ensemble_archs, ensemble_rounds
+    )
+    assert substitute_model is not None
     oracle, white_box = _make_oracle(target, output_mode, query_budget, api_key_env, retry_for)
     try:
         result = evaluate_transfer(
@@ -146,7 +163,7 @@ def attack_command(
 
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
-        "substitute": str(substitute),
+        "substitute": substitute_name,
         "target": target,
         "dataset": spec.name,
         "output_mode": output_mode,
@@ -161,6 +178,38 @@ def attack_command(
     for line in _summary(result.to_dict()):
         typer.echo(line)
     typer.echo(f"wrote {out / 'result.json'} and {out / 'examples.png'}")
+
+
+def _substitute(
+    path: Path | None, run: Path | None, archs: str, rounds: str, *, required: bool = True
+) -> tuple[nn.Module | None, str | None]:
+    """(the model to craft on, how result.json names it): a substitute file, or an ensemble built from a
+    steal run folder (`attacks.ensemble.ensemble_from_run`, which trains members on the run's answers
+    and never asks the target)."""
+    if path is not None and run is not None:
+        raise ConfigError("pass either --substitute or --ensemble-from, not both")
+    if run is not None:
+        from activethief.attacks.ensemble import ensemble_from_run
+
+        try:
+            picked = [int(r) for r in rounds.split(",") if r.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--ensemble-rounds takes round numbers such as 2,3,4; got {rounds!r}"
+            ) from None
+        names = [a.strip() for a in archs.split(",") if a.strip()]
+        ensemble = ensemble_from_run(run, archs=names, rounds=picked)
+        return ensemble, f"ensemble of {run}: substitute, rounds {picked or 'none'}, archs {names or 'none'}"
+    if path is None:
+        if required:
+            raise ConfigError(
+                "this attack crafts on a substitute: pass --substitute MODEL.pt or --ensemble-from RUN"
+            )
+        return None, None
+    from activethief import models
+
+    model, _ = models.load(path)
+    return model, str(path)
 
 
 def _make_oracle(

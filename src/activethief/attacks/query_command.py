@@ -13,6 +13,8 @@ import numpy as np
 from activethief.errors import ConfigError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from activethief.attacks.query import QueryAttackResult
     from activethief.oracle import Oracle
 
@@ -61,7 +63,8 @@ def select_images(
 
 def run_query_attack(
     options: QueryOptions,
-    substitute_path: Path | None,
+    substitute: nn.Module | None,
+    substitute_name: str | None,
     oracle: Oracle,
     target: str,
     dataset: str,
@@ -78,9 +81,9 @@ def run_query_attack(
     spec = data.get_spec(dataset)
     images, labels = data.load(spec.name, "test", root=data_dir)
     x, y = select_images(oracle, images, labels, n, options.only_correct)
-    result = _run(options, substitute_path, oracle, x, y, seed)
+    result = _run(options, substitute, oracle, x, y, seed)
     record: dict[str, Any] = {
-        "substitute": None if substitute_path is None else str(substitute_path),
+        "substitute": substitute_name,
         "target": target,
         "dataset": spec.name,
         "output_mode": str(oracle.mode),
@@ -101,22 +104,22 @@ def run_query_attack(
 
 def _run(
     options: QueryOptions,
-    substitute_path: Path | None,
+    substitute: nn.Module | None,
     oracle: Oracle,
     x: np.ndarray,
     y: np.ndarray,
     seed: int,
 ) -> QueryAttackResult:
-    from activethief import models
     from activethief.attacks.registry import parse_target_class
 
     target_class = parse_target_class(options.targeted)
     if options.method == "hybrid":
         from activethief.attacks.hybrid import HybridAttack
 
-        if substitute_path is None:
-            raise ConfigError("--method hybrid crafts on a substitute: pass --substitute MODEL.pt")
-        substitute, _ = models.load(substitute_path)
+        if substitute is None:
+            raise ConfigError(
+                "--method hybrid crafts on a substitute: pass --substitute MODEL.pt or --ensemble-from RUN"
+            )
         attack = HybridAttack(
             eps=options.eps,
             target_class=target_class,
@@ -129,7 +132,7 @@ def _run(
         return attack.run(substitute, oracle, x, y, seed=seed)
     from activethief.attacks.art_baselines import run_art_baseline
 
-    goal = _art_goal(target_class, substitute_path, x, y)
+    goal = _art_goal(target_class, substitute, x, y)
     return run_art_baseline(
         options.method.removeprefix("art-"),
         oracle,
@@ -144,22 +147,20 @@ def _run(
 
 
 def _art_goal(
-    target_class: int | str | None, substitute_path: Path | None, x: np.ndarray, y: np.ndarray
+    target_class: int | str | None, substitute: nn.Module | None, x: np.ndarray, y: np.ndarray
 ) -> np.ndarray | None:
     """Goal classes of a targeted ART baseline: a fixed class, or the substitute's least-likely class."""
     if target_class is None:
         return None
     if isinstance(target_class, int):
         return np.full(len(y), target_class, np.int64)
-    if substitute_path is None:
+    if substitute is None:
         raise ConfigError(
             "a least-likely targeted ART baseline takes its goal classes from the substitute (no query): "
             "pass --substitute MODEL.pt, or a class index to --targeted"
         )
     import torch
 
-    from activethief import models
     from activethief.attacks.base import predict_classes
 
-    substitute, _ = models.load(substitute_path)
     return predict_classes(substitute, torch.from_numpy(np.ascontiguousarray(x)), 256, least=True)

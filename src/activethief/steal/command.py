@@ -105,6 +105,23 @@ def announcing(detector: PradaDetector) -> Callable[[RoundEvent], None]:
     return show
 
 
+def each_round(detector: PradaDetector | None, keep_in: Path | None) -> Callable[[RoundEvent], None]:
+    """What runs after every round: its line (and PRADA's, when watched); with `keep_in`, the round's
+    substitute saved to `keep_in/rounds/` too (`attacks.ensemble.keep_rounds`)."""
+    show = show_round if detector is None else announcing(detector)
+    if keep_in is None:
+        return show
+    from activethief.attacks.ensemble import keep_rounds
+
+    keep = keep_rounds(keep_in)
+
+    def both(event: RoundEvent) -> None:
+        keep(event)
+        show(event)
+
+    return both
+
+
 def prada_report(detector: PradaDetector) -> dict[str, Any]:
     """What the run's `prada.json` (and the printed summary) say about the detector."""
     return {
@@ -142,7 +159,9 @@ def steal_command(
         str,
         typer.Option(
             help="The attacker's pool: a dataset name (its training set; NAME:SPLIT for another split), "
-            "a folder of images (resized to the target's input shape), or an .npy/.npz file."
+            "a folder of images (resized to the target's input shape), an .npy/.npz file, or a pool "
+            "from elsewhere: sklearn-digits, noise:uniform|gaussian:N[:SEED], mix:A@N+B@M[:SEED], "
+            "aug:VIEWS:SPEC (see README)."
         ),
     ] = "mnist",
     pool_size: Annotated[int | None, typer.Option(help="Use only the first N pool images.")] = None,
@@ -219,6 +238,13 @@ def steal_command(
         bool, typer.Option("--cold-start", help="Retrain from scratch each round.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    keep_rounds: Annotated[
+        bool,
+        typer.Option(
+            "--keep-rounds",
+            help="Keep every round's substitute in OUT/rounds/ (members for --ensemble-from).",
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Dataset cache folder.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -280,7 +306,7 @@ def steal_command(
             out=out,
             resume=resume,
             quiet=quiet,
-            on_round=show_round if detector is None else announcing(detector),
+            on_round=each_round(detector, out if keep_rounds else None),
             target_test_labels=labels,
             buy_test_labels=buy_test_labels,
         )

@@ -24,6 +24,7 @@ EXTRA_MODULES: tuple[str, ...] = (
     "activethief.experiments.transfer",
     "activethief.experiments.low_budget",
     "activethief.experiments.threat_models",
+    "activethief.experiments.attack_budget",
 )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pytest
 from experiment_helpers import TINY
 
 from activethief.experiments import QUICK, GridParams, Results, Scope, plan_grid, resolve_experiments
@@ -79,14 +81,8 @@ def test_points_are_one_per_setting_and_budget() -> None:
     assert points[0]["total_for_1000"] is None  # nothing fooled: no finite total
 
 
-def test_a_tiny_cell_steals_then_attacks_within_every_budget(target_dir: Path) -> None:
-    spec = InputSpec("mnist", str(target_dir / "mnist-cnn2.pt"), pool_size=TINY.pool_size, test_size=200)
-    inputs = load_inputs(spec, 1)
-    cell = AttackBudgetCell.make("mnist", TINY, 200, 10, 0)
-    rows = cell.run(inputs, TINY, None)
+def _check(rows: list[dict[str, Any]]) -> None:
     assert [r["name"] for r in rows] == [s.name for s in SETTINGS]
-    correct = np.flatnonzero(inputs.target_labels == inputs.test_y)
-    assert len(correct) >= 10
     for row, setting in zip(rows, SETTINGS, strict=True):
         queries = np.array(row["per_image_queries"])
         assert row["n_images"] == len(queries) == 10 and row["steal_queries"] == 200
@@ -97,3 +93,26 @@ def test_a_tiny_cell_steals_then_attacks_within_every_budget(target_dir: Path) -
         assert row["curve"][-1]["success_rate"] == row["success_rate"]
         assert max(c["queries_per_image"] for c in row["curve"]) <= setting.max_queries
     assert rows[-1]["per_image_queries"] == [1] * 10 and rows[-1]["continuation_used"] == "none"
+
+
+def test_a_tiny_cell_steals_attacks_within_every_budget_and_resumes(
+    target_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = InputSpec("mnist", str(target_dir / "mnist-cnn2.pt"), pool_size=TINY.pool_size, test_size=200)
+    inputs = load_inputs(spec, 1)
+    assert np.sum(inputs.target_labels == inputs.test_y) >= 10
+    cell = AttackBudgetCell.make("mnist", TINY, 200, 10, 0)
+    rows = cell.run(inputs, TINY, tmp_path)
+    _check(rows)
+
+    # Resuming a finished steal loads its substitute instead of stealing again; finished settings are read
+    # back, and a missing one is attacked again on the loaded substitute.
+    def no_steal(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a finished steal must not run again")
+
+    monkeypatch.setattr(AttackBudgetCell, "run_steal", no_steal)
+    assert cell.run(inputs, TINY, tmp_path) == json.loads(json.dumps(rows))
+    (tmp_path / f"setting-{len(SETTINGS) - 1}.json").unlink()
+    again = cell.run(inputs, TINY, tmp_path)
+    _check(again)
+    assert again[:-1] == json.loads(json.dumps(rows[:-1]))

@@ -13,12 +13,14 @@ hybrid attack (USENIX Security 2020).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from activethief import models
 from activethief.attacks.hybrid import HybridAttack
@@ -27,7 +29,9 @@ from activethief.experiments.grid import GridParams
 from activethief.experiments.inputs import Inputs
 from activethief.experiments.registry import Experiment, FigureSpec, Scope, register_experiment
 from activethief.experiments.store import Results
+from activethief.files import write_text_atomic
 from activethief.oracle import ModelOracle
+from activethief.steal.rundir import SUBSTITUTE, SUMMARY
 
 STEAL_BUDGET = 5000
 STRATEGY = "entropy+kcenter"
@@ -107,43 +111,66 @@ class AttackBudgetCell(StealCell):
         return derive_seed(base_seed, "attack-budget", self.dataset, setting.name, self.repeat)
 
     def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
-        """Steal (resuming `work_dir/steal`), then one row per setting."""
-        stolen = self.run_steal(inputs, params, None if work_dir is None else work_dir / "steal")
-        substitute = stolen.substitute.eval()
+        """Steal, then one row per setting. With `work_dir`, an interrupted cell resumes: the steal from
+        its checkpoint (a finished one is loaded, not trained again), and every finished setting's row
+        is read back from `setting-<i>.json`."""
+        substitute, steal = self.stolen(inputs, params, work_dir)
         correct = np.flatnonzero(inputs.target_labels == inputs.test_y)[: self.images]
         x, y = inputs.test_x[correct], inputs.test_y[correct]
-        last = stolen.history[-1]
-        steal = {
-            "steal_queries": stolen.queries_used,
-            "steal_accuracy": last.accuracy,
-            "steal_agreement": last.agreement,
+        rows = []
+        for i, setting in enumerate(SETTINGS):
+            saved = None if work_dir is None else work_dir / f"setting-{i}.json"
+            if saved is not None and saved.is_file():
+                rows.append(json.loads(saved.read_text()))
+                continue
+            rows.append({**self.attack(setting, substitute, inputs, x, y, params.base_seed), **steal})
+            if saved is not None:
+                write_text_atomic(saved, json.dumps(rows[-1]))
+        return rows
+
+    def stolen(
+        self, inputs: Inputs, params: GridParams, work_dir: Path | None
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The substitute (stolen, or loaded from a finished steal in `work_dir/steal`) and its row fields."""
+        folder = None if work_dir is None else work_dir / "steal"
+        if folder is not None and (folder / SUMMARY).is_file():
+            model = models.load(folder / SUBSTITUTE)[0]
+            summary = json.loads((folder / SUMMARY).read_text())
+        else:
+            result = self.run_steal(inputs, params, folder)
+            model, summary = result.substitute, result.summary()
+        fields = {
+            "steal_queries": int(summary["queries_used"]),
+            "steal_accuracy": summary["accuracy"],
+            "steal_agreement": summary["agreement"],
             "seed": self.seed(params.base_seed),
         }
-        rows = []
-        for setting in SETTINGS:
-            oracle = _oracle(inputs, setting.mode)
-            seed = self.attack_seed(params.base_seed, setting)
-            result = setting.attack().run(substitute, oracle, x, y, seed=seed)
-            rows.append(
-                {
-                    **asdict(setting),
-                    "n_images": result.n,
-                    "continuation_used": result.attack["continuation_used"],
-                    "success_rate": result.success_rate,
-                    "transfer_success_rate": result.extra["transfer_success_rate"],
-                    "mean_queries": float(result.queries.mean()) if result.n else 0.0,
-                    "total_queries": result.total_queries,
-                    "oracle_queries": oracle.used,
-                    "curve": result.curve(CURVE),
-                    "per_image_queries": [int(q) for q in result.queries],
-                    "per_image_success": [bool(s) for s in result.success],
-                    "attack_seed": seed,
-                    "seconds_attack": result.seconds,
-                    **steal,
-                }
-            )
-            oracle.close()
-        return rows
+        return model.eval(), fields
+
+    def attack(
+        self, setting: Setting, substitute: nn.Module, inputs: Inputs, x: np.ndarray, y: np.ndarray, base: int
+    ) -> dict[str, Any]:
+        """One setting's hybrid attack through a fresh oracle in its output mode; what it cost and got."""
+        oracle = _oracle(inputs, setting.mode)
+        seed = self.attack_seed(base, setting)
+        result = setting.attack().run(substitute, oracle, x, y, seed=seed)
+        row = {
+            **asdict(setting),
+            "n_images": result.n,
+            "continuation_used": result.attack["continuation_used"],
+            "success_rate": result.success_rate,
+            "transfer_success_rate": result.extra["transfer_success_rate"],
+            "mean_queries": float(result.queries.mean()) if result.n else 0.0,
+            "total_queries": result.total_queries,
+            "oracle_queries": oracle.used,
+            "curve": result.curve(CURVE),
+            "per_image_queries": [int(q) for q in result.queries],
+            "per_image_success": [bool(s) for s in result.success],
+            "attack_seed": seed,
+            "seconds_attack": result.seconds,
+        }
+        oracle.close()
+        return row
 
 
 def _oracle(inputs: Inputs, mode: str) -> ModelOracle:

@@ -30,7 +30,6 @@ from activethief.experiments.inputs import Inputs
 from activethief.experiments.registry import Experiment, FigureSpec, Scope, register_experiment
 from activethief.experiments.store import Results
 from activethief.files import write_text_atomic
-from activethief.oracle import ModelOracle
 from activethief.steal.rundir import SUBSTITUTE, SUMMARY
 
 STEAL_BUDGET = 5000
@@ -151,7 +150,7 @@ class AttackBudgetCell(StealCell):
         self, setting: Setting, substitute: nn.Module, inputs: Inputs, x: np.ndarray, y: np.ndarray, base: int
     ) -> dict[str, Any]:
         """One setting's hybrid attack through a fresh oracle in its output mode; what it cost and got."""
-        oracle = _oracle(inputs, setting.mode)
+        oracle = inputs.oracle(setting.mode)
         seed = self.attack_seed(base, setting)
         result = setting.attack().run(substitute, oracle, x, y, seed=seed)
         row = {
@@ -171,14 +170,6 @@ class AttackBudgetCell(StealCell):
         }
         oracle.close()
         return row
-
-
-def _oracle(inputs: Inputs, mode: str) -> ModelOracle:
-    """A fresh, counted oracle over the target answering in `mode` (in-memory ledger)."""
-    model = models.build(inputs.target_arch, inputs.num_classes)
-    model.load_state_dict(inputs.target_state)
-    shape = tuple(int(d) for d in inputs.test_x.shape[1:])
-    return ModelOracle(model.eval(), num_classes=inputs.num_classes, input_shape=shape, mode=mode)
 
 
 def attack_budget_cells(scope: Scope) -> list[AttackBudgetCell]:

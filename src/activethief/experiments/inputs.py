@@ -87,11 +87,23 @@ class Inputs:
     target_sha256: str
     target_metadata: dict[str, Any]
 
-    def oracle(self) -> ModelOracle:
-        """A fresh oracle (in-memory ledger, answers probabilities) over the target."""
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image the target takes: the pool's."""
+        c, h, w = (int(d) for d in self.pool.shape[1:])
+        return (c, h, w)
+
+    def target_model(self) -> torch.nn.Module:
+        """A fresh copy of the target (the user's own model, in eval mode)."""
         model = models.build(self.target_arch, self.num_classes)
         model.load_state_dict(self.target_state)
-        return ModelOracle(model.eval(), num_classes=self.num_classes)
+        return model.eval()
+
+    def oracle(self, mode: str = "probs") -> ModelOracle:
+        """A fresh oracle (in-memory ledger) over the target, answering in output mode `mode`."""
+        return ModelOracle(
+            self.target_model(), num_classes=self.num_classes, input_shape=self.input_shape, mode=mode
+        )
 
     @property
     def target_accuracy(self) -> float:

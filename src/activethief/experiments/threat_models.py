@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from activethief import models
 from activethief.data import open_pool
 from activethief.data.pools import Pool
 from activethief.experiments.cells import PREDICT_COST, StealCell, derive_seed
@@ -148,8 +147,9 @@ class ThreatCell(StealCell):
         grid's pool size, like the dataset's own)."""
         if self.pool == IN_DOMAIN:
             return inputs.pool
-        shape = tuple(int(d) for d in inputs.pool.shape[1:])
-        return first_images(open_pool(pool_spec(self.pool, self.dataset), shape), params.pool_size)
+        return first_images(
+            open_pool(pool_spec(self.pool, self.dataset), inputs.input_shape), params.pool_size
+        )
 
     def backend(self, inputs: Inputs) -> Backend:
         """The target as its owner deploys it: the model, behind the cell's defence (seeded per cell)."""
@@ -206,10 +206,7 @@ class ThreatCell(StealCell):
 
 
 def _target_backend(inputs: Inputs) -> ModelBackend:
-    model = models.build(inputs.target_arch, inputs.num_classes)
-    model.load_state_dict(inputs.target_state)
-    c, h, w = (int(d) for d in inputs.pool.shape[1:])
-    return ModelBackend(model.eval(), inputs.num_classes, input_shape=(c, h, w))
+    return ModelBackend(inputs.target_model(), inputs.num_classes, input_shape=inputs.input_shape)
 
 
 @dataclass(frozen=True, order=True)

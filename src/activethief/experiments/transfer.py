@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from activethief import models
 from activethief.attacks import evaluate_transfer, make_attack
 from activethief.errors import ConfigError
 from activethief.experiments.cells import PREDICT_COST, StealCell, derive_seed
@@ -236,9 +235,7 @@ class WhiteBoxCell:
     def run(self, inputs: Inputs, params: GridParams, work_dir: Path | None) -> list[dict[str, Any]]:
         """One row per (method, ε): the attack's success when crafted on the target (through the oracle)."""
         n = min(self.images, len(inputs.test_y))
-        target = models.build(inputs.target_arch, inputs.num_classes)
-        target.load_state_dict(inputs.target_state)
-        target.eval()
+        target = inputs.target_model()
         oracle = inputs.oracle()
         rows = []
         for method in self.methods:

@@ -36,3 +36,33 @@ def test_unknown_baseline_is_refused(target_model: nn.Module, mnist_small: Mnist
     _, _, xt, yt = mnist_small
     with pytest.raises(ConfigError, match="unknown ART baseline"):
         run_art_baseline("nes", ModelOracle(target_model), xt[:1], yt[:1], eps=0.3, max_queries_per_image=5)
+
+
+@pytest.mark.parametrize("name", ["square", "simba", "hopskipjump"])
+def test_l2_baselines_count_and_judge_success_in_the_l2_ball(
+    name: str, target_model: nn.Module, mnist_small: Mnist
+) -> None:
+    _, _, xt, yt = mnist_small
+    keep = np.flatnonzero(predict_proba(target_model, xt[:50]).argmax(1) == yt[:50])[:3]
+    oracle = ModelOracle(target_model)
+    sent: list[np.ndarray] = []
+    query = oracle.query
+
+    def record(images: np.ndarray) -> np.ndarray:
+        sent.append(np.array(images))
+        return query(images)
+
+    oracle.query = record  # type: ignore[method-assign]
+    result = run_art_baseline(
+        name, oracle, xt[keep], yt[keep], eps=2.0, max_queries_per_image=30, seed=0, norm="2"
+    )
+    assert result.attack["norm"] == "2"
+    assert oracle.used == result.total_queries == sum(len(s) for s in sent)
+    assert ((result.queries == 30) | result.success).all()
+    # each success was judged on its last query, which lies in the L2 ball and fools the target
+    ends = np.cumsum(result.queries) - 1
+    images = np.concatenate(sent)
+    for i in np.flatnonzero(result.success):
+        delta = images[ends[i]] - xt[keep][i]
+        assert np.linalg.norm(delta) <= 2.0 + 1e-4
+        assert predict_proba(target_model, images[ends[i]][None]).argmax(1)[0] != yt[keep][i]

@@ -87,3 +87,30 @@ def test_mi_fgsm_matches_art_momentum_iterative_method(
         verbose=False,
     )
     _close(MIFGSM(eps=0.3, steps=10, batch_size=BATCH)(substitute, x, y), art_attack.generate(x, y=y))
+
+
+def test_l2_fgm_matches_art(substitute: nn.Module, art_model: object, inputs: tuple) -> None:
+    x, y = inputs
+    theirs = art_evasion.FastGradientMethod(art_model, norm=2, eps=2.0, batch_size=BATCH).generate(x, y=y)
+    np.testing.assert_allclose(FGSM(eps=2.0, norm="2", batch_size=BATCH)(substitute, x, y), theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("target_class", [None, 7])
+def test_l2_pgd_without_random_start_matches_art(
+    target_class: int | None, substitute: nn.Module, art_model: object, inputs: tuple
+) -> None:
+    x, y = inputs
+    ours = PGD(eps=2.0, steps=10, step_size=0.4, random_start=False, target_class=target_class, norm="2")
+    art_attack = art_evasion.ProjectedGradientDescent(
+        art_model,
+        norm=2,
+        eps=2.0,
+        eps_step=0.4,
+        max_iter=10,
+        targeted=target_class is not None,
+        num_random_init=0,
+        batch_size=BATCH,
+        verbose=False,
+    )
+    goal = ours.goal_classes(substitute, x, y)
+    np.testing.assert_allclose(ours(substitute, x, y), art_attack.generate(x, y=goal), atol=1e-4)

@@ -3,7 +3,8 @@ substitute), every query through our Oracle, counted per image, each image stopp
 
 ART's attacks see the oracle as a `BlackBoxClassifierNeuralNetwork` whose `predict_fn` is a
 `CountingTarget`: it sends each batch ART asks for to the oracle (unkeyed queries), counts them, and
-notes the first query whose image fools the target within the ε-ball (L∞, a float tolerance allowed).
+notes the first query whose image fools the target within the ε-ball (L∞ or L2, a float tolerance
+allowed).
 That query is the image's success, whatever ART does afterwards (HopSkipJump keeps shrinking the
 perturbation; SimBA and Square stop there anyway): the counter then stops ART by raising, so no query is
 spent beyond the first success or the per-image budget. Images are attacked one at a time, so every
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from activethief.attacks.norms import Ball, ball
 from activethief.attacks.query import QueryAttackResult, QueryBudget, TargetQueries, Timer, fooled
 from activethief.errors import ConfigError
 from activethief.oracle.base import Oracle
@@ -36,6 +38,7 @@ except ImportError as exc:  # ART is optional: only this module needs it
 
 BASELINES = ("square", "simba", "hopskipjump")
 _TOLERANCE = 1e-5  # float32 slack on the ε-ball when judging ART's candidates
+SIMBA_L2_STEP = 0.2  # SimBA's per-pixel step under L2 (Guo et al., 2019): the ball bounds how many land
 
 
 class _Stop(Exception):  # control flow, not an error: ART is done for this image
@@ -45,10 +48,11 @@ class _Stop(Exception):  # control flow, not an error: ART is done for this imag
 class CountingTarget:
     """ART's `predict_fn` for one image at a time: oracle answers, counted, watching for the first success."""
 
-    def __init__(self, target: TargetQueries, *, targeted: bool, eps: float) -> None:
+    def __init__(self, target: TargetQueries, *, targeted: bool, eps: float, norm: Ball) -> None:
         self.target = target
         self.targeted = targeted
         self.eps = eps
+        self.norm = norm
         self.index = 0
         self.clean = np.zeros(0, np.float32)
         self.goal = 0
@@ -64,7 +68,7 @@ class CountingTarget:
             if not len(self.target.allowed(np.array([self.index]))):
                 raise _Stop
             answers[row] = self.target.ask(np.array([self.index]), image[None])[0]
-            inside = float(np.abs(image - self.clean).max()) <= self.eps + _TOLERANCE
+            inside = float(self.norm.distance((image - self.clean)[None])[0]) <= self.eps + _TOLERANCE
             if inside and fooled(answers[row : row + 1], np.array([self.goal]), targeted=self.targeted)[0]:
                 self.success = True
                 raise _Stop
@@ -77,8 +81,12 @@ def _one_hot(goal: int, classes: int) -> np.ndarray:
     return out
 
 
-def _make_attack(name: str, classifier: Any, *, eps: float, targeted: bool, max_queries: int) -> Any:
-    """ART's attack `name` with settings that fit the threat (L∞ ε) and never stop before the budget."""
+def _make_attack(
+    name: str, classifier: Any, *, eps: float, norm: Ball, targeted: bool, max_queries: int
+) -> Any:
+    """ART's attack `name` with settings that fit the threat (ε in `norm`) and never stop before the
+    budget."""
+    art_norm = np.inf if norm.name == "inf" else 2
     if name == "square":
         kwargs: dict[str, Any] = {}
         if targeted:  # ART's Square is untargeted by default: reach y instead of leaving it
@@ -86,7 +94,7 @@ def _make_attack(name: str, classifier: Any, *, eps: float, targeted: bool, max_
             kwargs["loss"] = _targeted_square_loss(classifier)
         return SquareAttack(
             classifier,
-            norm=np.inf,
+            norm=art_norm,
             eps=eps,
             max_iter=max_queries,
             p_init=0.8,
@@ -95,15 +103,16 @@ def _make_attack(name: str, classifier: Any, *, eps: float, targeted: bool, max_
             verbose=False,
             **kwargs,
         )
-    if name == "simba":  # pixel basis, step eps: each pixel moves at most once, so L∞ <= eps
+    if name == "simba":  # pixel basis; L∞: step eps, each pixel moves at most once, so L∞ <= eps
+        step = eps if norm.name == "inf" else min(eps, SIMBA_L2_STEP)
         return SimBA(
-            classifier, attack="px", max_iter=max_queries, epsilon=eps, targeted=targeted, verbose=False
+            classifier, attack="px", max_iter=max_queries, epsilon=step, targeted=targeted, verbose=False
         )
     if name == "hopskipjump":
         return HopSkipJump(
             classifier,
             targeted=targeted,
-            norm=np.inf,
+            norm=art_norm,
             max_iter=max_queries,
             max_eval=1000,
             init_eval=100,
@@ -138,6 +147,7 @@ def run_art_baseline(
     goal: np.ndarray | None = None,
     total_queries: int | None = None,
     seed: int = 0,
+    norm: str = "inf",
 ) -> QueryAttackResult:
     """ART's `name` ("square", "simba" or "hopskipjump") against the oracle's target, image by image.
 
@@ -145,11 +155,13 @@ def run_art_baseline(
         name: the ART attack.
         oracle: the target; every answer ART gets is a counted, unkeyed query.
         images: float32 [n, C, H, W] in [0, 1]; labels: int [n] true classes.
-        eps: L∞ radius: Square's and SimBA's step, and HopSkipJump's success threshold.
+        eps: the ball's radius: Square's, and HopSkipJump's success threshold; SimBA's step under L∞
+            (under L2 its step is `SIMBA_L2_STEP` and the ball decides success).
         max_queries_per_image: the per-image budget; ART is stopped there.
         goal: targeted goal classes [n] (None: untargeted, leave `labels`).
         total_queries: the most queries over all images.
         seed: seeds numpy's global generator per image (ART's randomness), restored afterwards.
+        norm: "inf" (L∞) or "2" (L2).
     """
     timer = Timer()
     x = np.asarray(images, np.float32)
@@ -157,11 +169,14 @@ def run_art_baseline(
     goals = np.asarray(goal if goal is not None else labels, np.int64)
     budget = QueryBudget(max_queries_per_image, total_queries)
     target = TargetQueries(oracle, len(x), budget, batch_size=1)
-    counter = CountingTarget(target, targeted=targeted, eps=eps)
+    threat = ball(norm)
+    counter = CountingTarget(target, targeted=targeted, eps=eps, norm=threat)
     classifier = BlackBoxClassifierNeuralNetwork(
         counter, tuple(oracle.input_shape), oracle.num_classes, channels_first=True, clip_values=(0.0, 1.0)
     )
-    attack = _make_attack(name, classifier, eps=eps, targeted=targeted, max_queries=max_queries_per_image)
+    attack = _make_attack(
+        name, classifier, eps=eps, norm=threat, targeted=targeted, max_queries=max_queries_per_image
+    )
     success = np.zeros(len(x), bool)
     saved = np.random.get_state()
     try:
@@ -179,6 +194,7 @@ def run_art_baseline(
         attack={
             "method": f"art-{name}",
             "eps": eps,
+            **({} if threat.name == "inf" else {"norm": threat.name}),
             "targeted": targeted,
             "max_queries_per_image": max_queries_per_image,
         },

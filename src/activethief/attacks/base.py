@@ -1,8 +1,9 @@
-"""The plumbing every L∞ gradient attack shares; a concrete attack writes only its `perturb` step.
+"""The plumbing every gradient attack shares; a concrete attack writes only its `perturb` step.
 
 The base class converts and checks inputs, picks the goal class of every image (its label, a fixed
 target class, or the least-likely class of the attacked model), runs the attack batch by batch on the
-model's device, and returns images of the input's type, always inside [0, 1] and the ε-ball.
+model's device, and returns images of the input's type, always inside [0, 1] and the ε-ball of its norm
+(L∞ or L2, `attacks.norms`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from activethief.attacks.norms import Ball, ball
 from activethief.errors import ConfigError
 
 LEAST_LIKELY = "least-likely"
@@ -44,16 +46,18 @@ def cross_entropy_of(model: nn.Module, x: torch.Tensor, goal: torch.Tensor) -> t
 
 @dataclass(frozen=True, kw_only=True)
 class Attack(ABC):
-    """An L∞-bounded evasion attack on a differentiable classifier (logits out), inputs in [0, 1].
+    """A norm-bounded evasion attack on a differentiable classifier (logits out), inputs in [0, 1].
 
     Calling an attack crafts adversarial images: `attack(model, images, labels, seed=0)`.
 
     Args:
-        eps: radius of the L∞ ball around each image, in pixel units of [0, 1].
+        eps: radius of the ball around each image, in pixel units of [0, 1] (L∞: per pixel; L2: the
+            perturbation's Euclidean length, e.g. 2.0 for a 28x28 image).
         target_class: None for an untargeted attack (leave the true label); a class index to push
             every image to that class; or "least-likely" for the class the attacked model finds least
             likely on each clean image.
         batch_size: images per forward/backward pass.
+        norm: "inf" (L∞, signed steps) or "2" (L2, unit-length gradient steps); `attacks.norms`.
     """
 
     name: ClassVar[str]
@@ -61,16 +65,24 @@ class Attack(ABC):
     eps: float = 0.3
     target_class: int | str | None = None
     batch_size: int = 256
+    norm: str = "inf"
 
     def __post_init__(self) -> None:
         self.validate()
+        object.__setattr__(self, "norm", self.ball.name)  # "l2" and "linf" are stored as "2" and "inf"
+
+    @property
+    def ball(self) -> Ball:
+        """The ε-ball of the attack's norm: its steps, projection and random start."""
+        return ball(self.norm)
 
     def validate(self) -> None:
         """Raise ConfigError for hyperparameters out of range; subclasses extend this."""
         if not math.isfinite(self.eps) or self.eps < 0:
             raise ConfigError(
-                f"eps must be a finite number >= 0 (an L∞ radius in [0, 1] pixels); got {self.eps}"
+                f"eps must be a finite number >= 0 (the ball's radius in [0, 1] pixel units); got {self.eps}"
             )
+        self.ball  # noqa: B018 -- raises ConfigError for an unknown norm
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1; got {self.batch_size}")
         target = self.target_class
@@ -84,8 +96,12 @@ class Attack(ABC):
         return self.target_class is not None
 
     def config(self) -> dict[str, Any]:
-        """The attack's name and hyperparameters as a JSON-able dict."""
-        return {"method": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        """The attack's name and hyperparameters as a JSON-able dict (the norm only when it is L2, so
+        results written before attacks had a norm keep their settings)."""
+        out = {"method": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        if out["norm"] == "inf":
+            del out["norm"]
+        return out
 
     # --- the call ---------------------------------------------------------------------------------
     def __call__(
@@ -101,7 +117,7 @@ class Attack(ABC):
 
         Returns:
             Adversarial images of the same shape and type as `images`, in [0, 1], within eps of them
-            in L∞.
+            in the attack's norm.
         """
         x, y = check_inputs(images, labels)
         generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
@@ -167,15 +183,15 @@ class Attack(ABC):
         return -grad if self.targeted else grad
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Clip `x_adv` to [0, 1], then project it onto the L∞ ε-ball around `x` (ART's order)."""
-        x_adv = x_adv.clamp(0.0, 1.0)
-        return (x + (x_adv - x).clamp(-self.eps, self.eps)).clamp(0.0, 1.0)
+        """Clip `x_adv` to [0, 1], then project it onto the ε-ball around `x` (ART's order)."""
+        return self.ball.project(x_adv, x, self.eps)
 
     def step(
         self, x_adv: torch.Tensor, x: torch.Tensor, direction: torch.Tensor, size: float
     ) -> torch.Tensor:
-        """One signed step: `x_adv + size * sign(direction)`, clipped and projected."""
-        return self.project(x_adv + size * direction.sign(), x)
+        """One step of length `size` along `direction` (L∞: its sign; L2: scaled to unit length),
+        clipped and projected."""
+        return self.project(x_adv + self.ball.step(direction, size), x)
 
 
 def check_inputs(images: np.ndarray | torch.Tensor, labels: Labels) -> tuple[torch.Tensor, np.ndarray]:

@@ -51,15 +51,21 @@ def attack_command(
     method: Annotated[
         str,
         typer.Option(
-            help="Attack (all L-infinity): fgsm, pgd, mi-fgsm, di-mi-fgsm, ti-di-mi-fgsm (transfer only); "
+            help="Attack: fgsm, pgd, mi-fgsm, di-mi-fgsm, ti-di-mi-fgsm (transfer only); "
             "hybrid (transfer, then "
             "queries); art-square, art-simba, art-hopskipjump (ART's query-only baselines, no substitute)."
         ),
     ] = "pgd",
-    eps: Annotated[float, typer.Option(help="L-infinity radius in [0, 1] pixel units.")] = 0.3,
+    eps: Annotated[
+        float, typer.Option(help="The ball's radius in [0, 1] pixel units (L2: the perturbation's length).")
+    ] = 0.3,
+    norm: Annotated[str, typer.Option(help="The threat's norm: inf (L-infinity) or 2 (L2).")] = "inf",
     steps: Annotated[int | None, typer.Option(help="Iterations (pgd: 40, mi-fgsm: 10).")] = None,
     step_size: Annotated[
-        float | None, typer.Option(help="Step size per iteration (pgd: 0.01, mi-fgsm: eps/steps).")
+        float | None,
+        typer.Option(
+            help="Step length per iteration (pgd: 0.01 in L-inf, 2.5*eps/steps in L2; mi-fgsm: eps/steps)."
+        ),
     ] = None,
     random_start: Annotated[
         bool | None, typer.Option("--random-start/--no-random-start", help="pgd: start at a random point.")
@@ -98,7 +104,11 @@ def attack_command(
         ),
     ] = "auto",
     transfer: Annotated[
-        str, typer.Option(help="hybrid: the transfer attack of query 0 (pgd, mi-fgsm).")
+        str,
+        typer.Option(
+            help="hybrid: the transfer attack of query 0 (pgd, mi-fgsm, di-mi-fgsm, ti-di-mi-fgsm; --steps "
+            "sets its iterations)."
+        ),
     ] = "pgd",
     only_correct: Annotated[
         bool,
@@ -124,6 +134,7 @@ def attack_command(
             transfer,
             steps,
             only_correct,
+            norm,
         )
         model, name = _substitute(substitute, ensemble_from, ensemble_archs, ensemble_rounds, required=False)
         oracle, _ = _make_oracle(target, output_mode, query_budget, api_key_env, retry_for)
@@ -141,7 +152,13 @@ def attack_command(
     from activethief.attacks.transfer import evaluate_transfer
 
     attack = make_attack(
-        method, eps=eps, steps=steps, step_size=step_size, random_start=random_start, target_class=targeted
+        method,
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        target_class=targeted,
+        norm=norm,
     )
     if n < 1:
         raise ConfigError(f"--n must be >= 1; got {n}")

@@ -15,23 +15,26 @@ import torch
 from torch import nn
 
 from activethief.attacks.base import _device
+from activethief.attacks.norms import ball
 from activethief.attacks.prior import margin_gradient
 from activethief.errors import ConfigError
 
 
 class GuidedSearch:
-    """Per-image state of substitute-guided restarts under L∞ (`query.Search`); uses labels only.
+    """Per-image state of substitute-guided restarts in an L∞ or L2 ball (`query.Search`); uses labels only.
 
     Args:
         images: clean float32 [n, C, H, W] in [0, 1].
         goal: int64 [n] goal classes; targeted: reach them (True) or leave them.
-        eps: L∞ radius.
+        eps: the ball's radius.
         substitute: the model (or ensemble) the candidates are crafted on.
         generator: the torch generator of random starts and ODS directions.
         steps: PGD steps per candidate, the first `ods_steps` of them along ODS directions.
         ods_steps: diversifying steps per candidate (0: plain random restarts).
-        step_size: size of each signed step, as a fraction of eps.
+        step_size: length of each step, as a fraction of eps.
         batch_size: images per substitute pass.
+        norm: "inf" (signed steps, a uniform start in the box) or "2" (unit-gradient steps, a start
+            drawn from the L2 ball); `attacks.norms`.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class GuidedSearch:
         ods_steps: int = 2,
         step_size: float = 0.25,
         batch_size: int = 512,
+        norm: str = "inf",
     ) -> None:
         if steps < 1 or not 0 <= ods_steps <= steps:
             raise ConfigError(f"need steps >= 1 and 0 <= ods_steps <= steps; got {steps}, {ods_steps}")
@@ -62,6 +66,7 @@ class GuidedSearch:
         self.ods_steps = ods_steps
         self.alpha = step_size * eps
         self.batch_size = batch_size
+        self.ball = ball(norm)
 
     def propose(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), *self.x.shape[1:]), np.float32)
@@ -78,16 +83,14 @@ class GuidedSearch:
 
     def _craft(self, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         device = _device(self.substitute)
-        noise = torch.rand(x.shape, generator=self.generator)
+        x_adv = self.ball.random_point(x, self.eps, self.generator).to(device)
         x, goal = x.to(device), goal.to(device)
-        x_adv = (x + (2 * noise.to(device) - 1) * self.eps).clamp(0.0, 1.0)
         classes = int(self.substitute(x[:1]).shape[1])
         weights = (2 * torch.rand((len(x), classes), generator=self.generator) - 1).to(device)
         for step in range(self.steps):
             w = weights if step < self.ods_steps else None
             grad = margin_gradient(self.substitute, x_adv, goal, targeted=self.targeted, weights=w)
-            x_adv = x_adv - self.alpha * grad.sign()
-            x_adv = (x + (x_adv - x).clamp(-self.eps, self.eps)).clamp(0.0, 1.0)
+            x_adv = self.ball.project(x_adv - self.ball.step(grad, self.alpha), x, self.eps)
         return x_adv.detach().cpu()
 
     def observe(self, indices: np.ndarray, candidates: np.ndarray, answers: np.ndarray) -> None:

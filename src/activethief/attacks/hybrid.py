@@ -3,11 +3,12 @@
 Per image, query 0 is the transfer example crafted on the substitute (PGD or MI-FGSM, `attacks.base`).
 An image the target is not fooled by continues with a query attack that uses the substitute for free
 (chosen by measurement, `resolve_continuation`):
-- targeted, score answers (probs, topk:K > 1, round:D): Square Attack's random search started from the
-  transfer example, small windows, accepted on the target's margin loss (`square.SquareSearch`; it can
-  also let the substitute rank several window proposals, or set the window by its gradient signs);
-- untargeted, and any label-only answers (label, topk:1): substitute-guided restarts, a fresh
+- targeted L∞, score answers (probs, topk:K > 1, round:D): Square Attack's random search started from
+  the transfer example, small windows, accepted on the target's margin loss (`square.SquareSearch`; it
+  can also let the substitute rank several window proposals, or set the window by its gradient signs);
+- untargeted, L2, and any label-only answers (label, topk:1): substitute-guided restarts, a fresh
   ODS-diversified PGD example crafted on the substitute per query (`guided.GuidedSearch`).
+Both norms work, L∞ and L2 (`norm`); Square's window search is L∞ only.
 Each image stops at its first success, within a per-image and a total budget; every query goes through
 the oracle (unkeyed, counted, in the ledger). The substitute may be any `nn.Module` giving logits, an
 ensemble among them. Suya et al. (USENIX Security 2020) call transfer-then-optimise a hybrid attack;
@@ -28,6 +29,7 @@ from torch import nn
 
 from activethief.attacks.base import Attack, check_inputs
 from activethief.attacks.guided import GuidedSearch
+from activethief.attacks.norms import ball
 from activethief.attacks.query import QueryAttackResult, QueryBudget, Search, TargetQueries, Timer, run_search
 from activethief.attacks.registry import make_attack
 from activethief.attacks.square import SquareSearch
@@ -39,17 +41,17 @@ CONTINUATIONS = ("auto", "square", "guided", "none")
 
 @dataclass(frozen=True, kw_only=True)
 class HybridAttack:
-    """Transfer, then substitute-guided queries; L∞.
+    """Transfer, then substitute-guided queries; L∞ or L2.
 
     Args:
-        eps: L∞ radius in [0, 1] pixels.
+        eps: the ball's radius in [0, 1] pixel units (L∞: per pixel; L2: the perturbation's length).
         target_class: None (untargeted), a class index, or "least-likely" (per the substitute).
         max_queries_per_image: the per-image budget Q (the transfer query included).
         total_queries: the most queries over all images (None: no total limit besides the oracle's).
         transfer: the attack crafting query 0 on the substitute: "pgd", "mi-fgsm" or "fgsm".
         transfer_steps: its iterations (None: the attack's default).
-        continuation: "square" (scores), "guided" (labels suffice), "none" (pure transfer), or "auto":
-            square for a targeted attack on score answers, else guided.
+        continuation: "square" (scores, L∞), "guided" (labels suffice), "none" (pure transfer), or
+            "auto": square for a targeted L∞ attack on score answers, else guided.
         use_transfer: start from the transfer example (False: Square from its stripes, the ablation
             without the transfer start).
         proposals: Square windows the substitute ranks per query (1, the default: no ranking; ranking
@@ -57,9 +59,11 @@ class HybridAttack:
         p_init: Square's initial window share (0.1: better than 0.3 and 0.8 for targeted MNIST).
         guided_steps: PGD steps per guided restart.
         query_batch_size: images per oracle request.
+        norm: "inf" (L∞) or "2" (L2), for the transfer attack and the continuation alike.
 
     Example:
         >>> result = HybridAttack(eps=0.2, max_queries_per_image=20).run(substitute, oracle, x, y)
+        >>> result = HybridAttack(eps=2.0, norm="2").run(substitute, oracle, x, y)
     """
 
     name: ClassVar[str] = "hybrid"
@@ -77,11 +81,18 @@ class HybridAttack:
     gradient_signs: bool = False
     guided_steps: int = 10
     query_batch_size: int = 256
+    norm: str = "inf"
 
     def __post_init__(self) -> None:
         if self.continuation not in CONTINUATIONS:
             raise ConfigError(
                 f"continuation must be one of {', '.join(CONTINUATIONS)}; got {self.continuation!r}"
+            )
+        object.__setattr__(self, "norm", ball(self.norm).name)
+        if self.continuation == "square" and self.norm != "inf":
+            raise ConfigError(
+                "the square continuation searches L∞ windows only; an L2 attack continues with the guided "
+                "(or auto) continuation"
             )
         QueryBudget(self.max_queries_per_image, self.total_queries)
         self.transfer_attack()  # validates eps, target_class and the transfer settings
@@ -97,19 +108,27 @@ class HybridAttack:
     def transfer_attack(self) -> Attack:
         """The attack that crafts each image's first query on the substitute."""
         return make_attack(
-            self.transfer, eps=self.eps, target_class=self.target_class, steps=self.transfer_steps
+            self.transfer,
+            eps=self.eps,
+            target_class=self.target_class,
+            steps=self.transfer_steps,
+            norm=self.norm,
         )
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.name, **asdict(self)}
+        """Name and settings; the norm only when it is L2 (as `Attack.config`)."""
+        out = {"method": self.name, **asdict(self)}
+        if out["norm"] == "inf":
+            del out["norm"]
+        return out
 
     def resolve_continuation(self, oracle: Oracle) -> str:
         """The continuation used against `oracle`; "auto" chose by measurement (benchmarks/attack_budget.py):
-        square for a targeted attack on score answers, guided restarts otherwise (label-only answers, and
-        untargeted ones, where a fresh substitute example per query beat Square's refinement)."""
+        square for a targeted L∞ attack on score answers, guided restarts otherwise (label-only answers,
+        L2, and untargeted ones, where a fresh substitute example per query beat Square's refinement)."""
         if self.continuation != "auto":
             return self.continuation
-        return "square" if self.targeted and not oracle.mode.hard else "guided"
+        return "square" if self.targeted and self.norm == "inf" and not oracle.mode.hard else "guided"
 
     def run(
         self, substitute: nn.Module, oracle: Oracle, images: np.ndarray, labels: np.ndarray, *, seed: int = 0
@@ -182,6 +201,7 @@ class HybridAttack:
                 substitute=substitute,
                 generator=torch.Generator().manual_seed(seed + 1),
                 steps=self.guided_steps,
+                norm=self.norm,
             )
         if continuation == "square":
             return SquareSearch(

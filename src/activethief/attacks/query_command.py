@@ -35,6 +35,7 @@ class QueryOptions:
     transfer: str
     transfer_steps: int | None
     only_correct: bool
+    norm: str = "inf"
 
 
 def select_images(
@@ -94,7 +95,7 @@ def run_query_attack(
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(record, indent=2) + "\n")
     return [
-        f"{options.method} eps={options.eps:g}"
+        f"{options.method} eps={options.eps:g}{'' if options.norm == 'inf' else ' (L2)'}"
         f"{' targeted=' + options.targeted if options.targeted else ''} on "
         f"{result.n} images ({record['output_mode']} answers): success {100 * result.success_rate:.1f}%, "
         f"{record['mean_queries']:.2f} target queries per image on average, {result.total_queries} in all",
@@ -128,6 +129,7 @@ def _run(
             continuation=options.continuation,
             transfer=options.transfer,
             transfer_steps=options.transfer_steps,
+            norm=options.norm,
         )
         return attack.run(substitute, oracle, x, y, seed=seed)
     from activethief.attacks.art_baselines import run_art_baseline
@@ -143,6 +145,7 @@ def _run(
         goal=goal,
         total_queries=options.total_queries,
         seed=seed,
+        norm=options.norm,
     )
 
 

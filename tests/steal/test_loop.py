@@ -443,3 +443,21 @@ def test_a_strategy_that_needs_the_model_gets_it(
         fit=QUICK,
     )
     assert result.queries_used == 200 and [r.selected for r in result.history] == [100, 100, 0]
+
+
+def test_resuming_a_finished_run_trains_and_buys_nothing(
+    tmp_path: Path, target: torch.nn.Module, mnist_small: tuple[np.ndarray, ...]
+) -> None:
+    x = mnist_small[0][:600]
+    kwargs = dict(budget=200, batch_size=100, quiet=True, fit=QUICK)
+    out = tmp_path / "run"
+    first = steal(CallableOracle(CountingFn(target), 10), x, out=out, **kwargs)  # type: ignore[arg-type]
+    again_fn = CountingFn(target)
+    again = steal(CallableOracle(again_fn, 10), x, out=out, resume=True, **kwargs)  # type: ignore[arg-type]
+    assert again_fn.images == 0
+    assert [asdict(r) for r in again.history] == [asdict(r) for r in first.history]
+    rows = (out / "history.jsonl").read_text().splitlines()
+    assert len(rows) == len(first.history)  # no duplicate row for a round trained again
+    weights = zip(first.substitute.state_dict().values(), again.substitute.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)  # the checkpoint loaded back, not retrained
+    assert again.queries_used == 200 and again.stopped_by == first.stopped_by

@@ -385,7 +385,11 @@ def steal(
     rounds = _Rounds(oracle, images, config, evaluate, restored.history, restored.model)
     progress = Progress(not quiet, config.budget, "stealing", unit="query", leave=False)
     round_ = rounds.history[-1].round + 1 if rounds.history else 0
-    while True:
+    # A resumed run that had already bought all it may (its last round selected nothing and there is
+    # still nothing to buy) is finished: training another round would only add a duplicate row.
+    finished = bool(rounds.history) and not rounds.history[-1].selected
+    finished = finished and rounds.batch_size(round_, rounds.bought(round_)) == 0
+    while not finished:
         record, rounds.model = rounds.round(round_)
         rounds.history.append(record)
         acc = "-" if record.accuracy is None else f"{record.accuracy:.4f}"
@@ -397,12 +401,13 @@ def steal(
             break
         round_ += 1
     progress.close()
+    assert rounds.model is not None
     result = StealResult(
         rounds.model,
         rounds.history,
         rounds.spent(),
         rounds.stopped_by,
-        record.round,
+        rounds.history[-1].round,
         config,
         oracle.evaluation_used,
     )

@@ -66,3 +66,17 @@ def test_l2_baselines_count_and_judge_success_in_the_l2_ball(
         delta = images[ends[i]] - xt[keep][i]
         assert np.linalg.norm(delta) <= 2.0 + 1e-4
         assert predict_proba(target_model, images[ends[i]][None]).argmax(1)[0] != yt[keep][i]
+
+
+def test_a_non_finite_candidate_is_never_sent_and_is_counted(target_model: nn.Module) -> None:
+    from activethief.attacks.art_baselines import CountingTarget, _Stop
+    from activethief.attacks.norms import ball
+    from activethief.attacks.query import QueryBudget, TargetQueries
+
+    oracle = ModelOracle(target_model)
+    target = TargetQueries(oracle, 1, QueryBudget(10))
+    counter = CountingTarget(target, targeted=False, eps=2.0, norm=ball("2"))
+    counter.start(0, np.zeros((1, 28, 28), np.float32), 3)
+    with pytest.raises(_Stop):
+        counter(np.full((1, 1, 28, 28), np.nan, np.float32))
+    assert oracle.used == 0 and counter.invalid == 1 and not counter.success

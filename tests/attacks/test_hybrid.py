@@ -192,18 +192,22 @@ def test_any_module_is_a_substitute(target_model: nn.Module, correct: tuple[np.n
     assert result.n == 5
 
 
-def test_cli_hybrid_lists_per_image_queries(model_files: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("norm", "eps"), [("inf", "0.2"), ("2", "1.5")])
+def test_cli_hybrid_lists_per_image_queries(
+    model_files: dict[str, Path], tmp_path: Path, norm: str, eps: str
+) -> None:
     app: typer.Typer = cli.app
     if not any(command.name == "attack" for command in app.registered_commands):
         cli._register_optional_commands()
     out = tmp_path / "hybrid"
     args = ["attack", "--method", "hybrid", "--substitute", str(model_files["substitute"])]
-    args += ["--target", str(model_files["target"]), "--n", "12", "--eps", "0.2", "--steps", "5"]
+    args += ["--target", str(model_files["target"]), "--n", "12", "--eps", eps, "--steps", "5"]
     args += ["--max-queries-per-image", "6", "--total-queries", "50", "--only-correct", "--out", str(out)]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, [*args, "--norm", norm])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "result.json").read_text())
     queries = [row["queries"] for row in record["per_image"]]
     assert len(queries) == 12 and max(queries) <= 6 and sum(queries) <= 50
     assert record["oracle_used"] == sum(queries) == record["total_queries"]
+    assert record["attack"].get("norm", "inf") == norm
     assert "success" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from activethief.experiments import command, write_report
 from activethief.experiments.figures import draw_figure
-from activethief.experiments.registry import FigureSpec
+from activethief.experiments.registry import EXPERIMENTS, FigureSpec, load_builtin_experiments
 
 FIGURES = [
     "fig2_seeding.png",
@@ -119,3 +120,18 @@ def test_a_series_keeps_its_colour_in_every_panel(tmp_path: Path, monkeypatch: p
     assert draw_figure(spec, summary, summary, ["mnist", "fashion-mnist"], tmp_path / "f.png")
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in drawn[0].axes]
     assert colours[0]["random"] == colours[1]["random"] != colours[0]["entropy"]
+
+
+def test_a_folder_of_extensions_only_is_not_titled_as_the_study(
+    serial_run: GridRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        write_report(serial_run.out, tmp_path / "a")
+        .markdown.read_text()
+        .startswith("# Results: the study's experiments, reproduced")
+    )
+    for name, experiment in load_builtin_experiments().items():  # the same cells, seen as extensions
+        monkeypatch.setitem(EXPERIMENTS, name, dataclasses.replace(experiment, in_all=False))
+    readme = write_report(serial_run.out, tmp_path / "b").markdown.read_text()
+    assert readme.startswith("# Results: experiments beyond the study")
+    assert "Study numbers" not in readme

@@ -8,7 +8,9 @@ allowed).
 That query is the image's success, whatever ART does afterwards (HopSkipJump keeps shrinking the
 perturbation; SimBA and Square stop there anyway): the counter then stops ART by raising, so no query is
 spent beyond the first success or the per-image budget. Images are attacked one at a time, so every
-query belongs to one image.
+query belongs to one image. A candidate ART computes as NaN or infinite (ART 1.20's L2 Square divides by
+a zero norm on some images) is never sent: that image stops there, a failure with the queries it spent,
+and the result counts such images (`invalid_candidate_images`).
 
 ART draws its random numbers from numpy's global generator; `run_art_baseline` seeds it per image and
 restores the caller's state afterwards.
@@ -57,12 +59,16 @@ class CountingTarget:
         self.clean = np.zeros(0, np.float32)
         self.goal = 0
         self.success = False
+        self.invalid = 0  # images whose attack produced a non-finite candidate
 
     def start(self, index: int, clean: np.ndarray, goal: int) -> None:
         self.index, self.clean, self.goal, self.success = index, clean, goal, False
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, np.float32)
+        if not np.isfinite(batch).all():  # ART's arithmetic broke down: not a query worth paying for
+            self.invalid += 1
+            raise _Stop
         answers = np.zeros((len(batch), self.target.oracle.num_classes), np.float32)
         for row, image in enumerate(batch):  # one query at a time: stop exactly at the first success
             if not len(self.target.allowed(np.array([self.index]))):
@@ -204,4 +210,5 @@ def run_art_baseline(
         queries=target.queries,
         max_queries_per_image=max_queries_per_image,
         seconds=timer.seconds(),
+        extra={"invalid_candidate_images": counter.invalid},
     )

@@ -42,8 +42,9 @@ ATTACK_STEP_COST = 0.2  # one substitute gradient step per image, in sample step
 
 @dataclass(frozen=True)
 class Setting:
-    """One attack: L∞ radius, goal (None: untargeted, or "least-likely"), the API's output mode and the
-    per-image query budget; `continuation` "none" is pure transfer (one query per image)."""
+    """One attack: radius in its norm ("inf" or "2"), goal (None: untargeted, or "least-likely"), the
+    API's output mode and the per-image query budget; `continuation` "none" is pure transfer (one query
+    per image)."""
 
     name: str
     eps: float
@@ -51,6 +52,7 @@ class Setting:
     mode: str
     max_queries: int
     continuation: str = "auto"
+    norm: str = "inf"
 
     def attack(self) -> HybridAttack:
         return HybridAttack(
@@ -58,6 +60,7 @@ class Setting:
             target_class=self.target_class,
             max_queries_per_image=self.max_queries,
             continuation=self.continuation,
+            norm=self.norm,
         )
 
 
@@ -65,6 +68,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("untargeted ε=0.2, probs", 0.2, None, "probs", 100),
     Setting("least-likely ε=0.3, probs", 0.3, "least-likely", "probs", 300),
     Setting("untargeted ε=0.2, label", 0.2, None, "label", 200),
+    Setting("untargeted L2 ε=2.0, probs", 2.0, None, "probs", 100, norm="2"),
     Setting("transfer only ε=0.3", 0.3, None, "probs", 1, continuation="none"),
 )
 

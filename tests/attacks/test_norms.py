@@ -126,3 +126,19 @@ def test_square_continuation_is_refused_for_l2() -> None:
     with pytest.raises(ConfigError, match="L∞ windows only"):
         HybridAttack(eps=1.5, norm="2", continuation="square")
     assert HybridAttack(eps=1.5, norm="2", target_class="least-likely").norm == "2"
+
+
+def test_targeted_l2_hybrid_successes_reach_the_goal_inside_the_ball(
+    substitute: nn.Module, target_model: nn.Module, mnist_small: Mnist
+) -> None:
+    _, _, xt, yt = mnist_small
+    x, y = xt[:20], yt[:20]
+    oracle = ModelOracle(target_model)
+    attack = HybridAttack(eps=5.0, norm="2", target_class="least-likely", max_queries_per_image=10)
+    result = attack.run(substitute, oracle, x, y)
+    assert result.attack["continuation_used"] == "guided" and oracle.used == result.total_queries
+    assert result.adversarial is not None and result.success.any()
+    lengths = np.linalg.norm((result.adversarial - x).reshape(len(x), -1), axis=1)
+    assert lengths.max() <= 5.0 + 1e-4
+    reached = oracle.evaluate(result.adversarial[result.success])
+    assert reached is not None and (reached == result.goal[result.success]).all()

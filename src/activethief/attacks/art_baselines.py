@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from activethief.attacks.norms import Ball, ball
+from activethief.attacks.norms import Ball, ball, recorded
 from activethief.attacks.query import QueryAttackResult, QueryBudget, TargetQueries, Timer, fooled
 from activethief.errors import ConfigError
 from activethief.oracle.base import Oracle
@@ -197,13 +197,15 @@ def run_art_baseline(
     finally:
         np.random.set_state(saved)
     return QueryAttackResult(
-        attack={
-            "method": f"art-{name}",
-            "eps": eps,
-            **({} if threat.name == "inf" else {"norm": threat.name}),
-            "targeted": targeted,
-            "max_queries_per_image": max_queries_per_image,
-        },
+        attack=recorded(
+            {
+                "method": f"art-{name}",
+                "eps": eps,
+                "norm": threat.name,
+                "targeted": targeted,
+                "max_queries_per_image": max_queries_per_image,
+            }
+        ),
         goal=goals,
         targeted=targeted,
         success=success,

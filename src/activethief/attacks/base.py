@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from activethief.attacks.norms import Ball, ball
+from activethief.attacks.norms import Ball, ball, recorded
 from activethief.errors import ConfigError
 
 LEAST_LIKELY = "least-likely"
@@ -98,10 +98,7 @@ class Attack(ABC):
     def config(self) -> dict[str, Any]:
         """The attack's name and hyperparameters as a JSON-able dict (the norm only when it is L2, so
         results written before attacks had a norm keep their settings)."""
-        out = {"method": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
-        if out["norm"] == "inf":
-            del out["norm"]
-        return out
+        return recorded({"method": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}})
 
     # --- the call ---------------------------------------------------------------------------------
     def __call__(

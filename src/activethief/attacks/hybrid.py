@@ -29,7 +29,7 @@ from torch import nn
 
 from activethief.attacks.base import Attack, check_inputs
 from activethief.attacks.guided import GuidedSearch
-from activethief.attacks.norms import ball
+from activethief.attacks.norms import ball, recorded
 from activethief.attacks.query import QueryAttackResult, QueryBudget, Search, TargetQueries, Timer, run_search
 from activethief.attacks.registry import make_attack
 from activethief.attacks.square import SquareSearch
@@ -117,10 +117,7 @@ class HybridAttack:
 
     def config(self) -> dict[str, Any]:
         """Name and settings; the norm only when it is L2 (as `Attack.config`)."""
-        out = {"method": self.name, **asdict(self)}
-        if out["norm"] == "inf":
-            del out["norm"]
-        return out
+        return recorded({"method": self.name, **asdict(self)})
 
     def resolve_continuation(self, oracle: Oracle) -> str:
         """The continuation used against `oracle`; "auto" chose by measurement (benchmarks/attack_budget.py):

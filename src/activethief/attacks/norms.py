@@ -103,3 +103,9 @@ def ball(norm: str) -> Ball:
         return BALLS[key]
     except KeyError:
         raise ConfigError(f"norm must be 'inf' (L∞) or '2' (L2); got {norm!r}") from None
+
+
+def recorded(config: dict[str, object]) -> dict[str, object]:
+    """`config` with its "norm" entry dropped when it is L∞, so results written before attacks had a
+    norm keep their settings; an L2 attack's config names its norm."""
+    return {k: v for k, v in config.items() if not (k == "norm" and v == "inf")}

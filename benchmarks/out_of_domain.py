@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,25 @@ NOISE_PREFIX = "noise:uniform:"
 
 
 def run(
-    target: str, pool: str, strategy: str, preset: str, budget: int, seed: int, targets: Path
+    target: str,
+    pool: str,
+    strategy: str,
+    preset: str,
+    budget: int,
+    seed: int,
+    targets: Path,
+    fit: dict[str, Any],
+    substitute: str = "cnn2",
 ) -> dict[str, Any]:
-    """One steal of `target`'s LeNet from `pool` to `budget` (or the pool's size); its rounds."""
+    """One steal of `target`'s LeNet from `pool` to `budget` (or the pool's size) with a `substitute`,
+    the preset's training settings changed by `fit` (FitConfig fields); its rounds."""
     oracle = ModelOracle(cached_target(target, "lenet", targets))
     opened = data.open_pool(pool, oracle.input_shape)
     budget = min(budget, len(opened))
-    config = StealConfig.preset(preset, budget=budget, batch_size=1000, strategy=strategy, seed=seed)
+    config = StealConfig.preset(
+        preset, budget=budget, batch_size=1000, strategy=strategy, seed=seed, substitute=substitute
+    )
+    config = replace(config, fit=replace(config.fit, **fit))
     started = time.perf_counter()
     result = steal(oracle, opened, config, test=data.load(target, "test"), quiet=True)
     return {
@@ -44,6 +57,8 @@ def run(
         "pool": pool,
         "strategy": strategy,
         "preset": preset,
+        **({"fit": fit} if fit else {}),
+        **({"substitute": substitute} if substitute != "cnn2" else {}),
         "seed": seed,
         "budget": budget,
         "seconds": round(time.perf_counter() - started, 1),
@@ -61,6 +76,26 @@ def run(
     }
 
 
+def variant(row: dict[str, Any]) -> str:
+    """The training a row used: its preset, the FitConfig fields it changed, its substitute if not cnn2."""
+    changed = ",".join(f"{name}={value}" for name, value in sorted(row.get("fit", {}).items()))
+    substitute = row.get("substitute", "cnn2")
+    return " ".join(
+        part for part in (row["preset"], changed, "" if substitute == "cnn2" else substitute) if part
+    )
+
+
+def parse_fit(pairs: list[str]) -> dict[str, Any]:
+    """`NAME=VALUE` pairs (FitConfig fields; values read as JSON, e.g. ema=0.99 or epochs=30)."""
+    fit: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--fit takes NAME=VALUE pairs, got {pair!r}")
+        fit[name] = json.loads(value)
+    return fit
+
+
 def curve(row: dict[str, Any]) -> dict[int, float]:
     return {r["queries"]: r["agreement"] for r in row["rounds"] if r["agreement"] is not None}
 
@@ -75,7 +110,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         + " | at the end | x noise |",
         "|---|---|---|---|" + "---|" * (len(shown) + 2),
     ]
-    for row in sorted(rows, key=lambda r: (r["target"], r["pool"], r["strategy"], r["preset"])):
+    for row in sorted(rows, key=lambda r: (r["target"], r["pool"], r["strategy"], variant(r))):
         points = curve(row)
         noise = [
             curve(r)
@@ -88,7 +123,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         ratio = f"{points[common[-1]] / noise[0][common[-1]]:.2f} @{common[-1] // 1000}k" if common else "-"
         cells = [f"{100 * points[b]:.1f}" if b in points else "" for b in shown]
         lines.append(
-            f"| {row['target']} | {row['pool']} | {row['strategy']} | {row['preset']} | "
+            f"| {row['target']} | {row['pool']} | {row['strategy']} | {variant(row)} | "
             + " | ".join(cells)
             + f" | {100 * points[max(points)]:.1f} @{max(points)} | {ratio} |"
         )
@@ -105,6 +140,10 @@ def main() -> None:
     )
     parser.add_argument("--strategies", nargs="+", default=["random", "entropy+kcenter"])
     parser.add_argument("--presets", nargs="+", default=["default"])
+    parser.add_argument(
+        "--fit", nargs="*", default=[], help="training changes, NAME=VALUE (FitConfig fields), e.g. ema=0.99"
+    )
+    parser.add_argument("--substitute", default="cnn2", help="the substitute's architecture")
     parser.add_argument("--budget", type=int, default=10_000)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--targets", type=Path, default=Path("runs/targets"))
@@ -114,7 +153,9 @@ def main() -> None:
     rows = (
         [json.loads(line) for line in args.results.read_text().splitlines()] if args.results.exists() else []
     )
-    done = {(r["target"], r["pool"], r["strategy"], r["preset"], r["seed"], r["budget"]) for r in rows}
+    fit = parse_fit(args.fit)
+    label = variant({"preset": "", "fit": fit, "substitute": args.substitute})
+    done = {(r["target"], r["pool"], r["strategy"], variant(r), r["seed"], r["budget"]) for r in rows}
     if not args.table_only:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         for pool in args.pools:
@@ -122,9 +163,20 @@ def main() -> None:
                 for preset in args.presets:
                     for seed in args.seeds:
                         budget = args.budget if pool != "sklearn-digits" else min(args.budget, 1797)
-                        if (args.target, pool, strategy, preset, seed, budget) in done:
+                        key = (args.target, pool, strategy, f"{preset} {label}".strip(), seed, budget)
+                        if key in done:
                             continue
-                        row = run(args.target, pool, strategy, preset, budget, seed, args.targets)
+                        row = run(
+                            args.target,
+                            pool,
+                            strategy,
+                            preset,
+                            budget,
+                            seed,
+                            args.targets,
+                            fit,
+                            args.substitute,
+                        )
                         print(json.dumps(row), flush=True)
                         with args.results.open("a") as out:
                             out.write(json.dumps(row) + "\n")

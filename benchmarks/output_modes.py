@@ -8,9 +8,10 @@ the largest budget; the history gives every smaller budget. Answers become targe
 as zero) and `fit` (one-hot answers label-smoothed by default), as in every steal.
 
 A training variant is `default` or comma-separated changes to the default training: `smooth:X`
-(`FitConfig.label_smoothing = X`; `smooth:0` is the unsmoothed training of hard answers) and
-`pseudo[:THRESHOLD]` (pseudo-labels over the pool: `FitConfig.semi`). Prints agreement (accuracy) per
-budget and each row's gap to `probs` with the default training, in points. Rows are appended to a
+(`FitConfig.label_smoothing = X`; `smooth:0` is the unsmoothed training of hard answers), `ema:D`
+(weight averaging with decay D: `FitConfig.ema`) and `pseudo[:THRESHOLD]` (pseudo-labels over the pool:
+`FitConfig.semi`). Prints agreement (accuracy) per budget and each row's gap to `probs` with the default
+training, in points. Rows are appended to a
 JSONL file as runs finish; rerunning skips finished runs.
 
     .venv/bin/python benchmarks/output_modes.py --datasets mnist --modes label --variants default smooth:0
@@ -44,10 +45,14 @@ def variant_fit(variant: str) -> FitConfig:
         name, _, value = change.partition(":")
         if name == "smooth":
             fit = replace(fit, label_smoothing=float(value))
+        elif name == "ema":
+            fit = replace(fit, ema=float(value))
         elif name == "pseudo":
             fit = replace(fit, semi=SemiConfig(method="pseudo", threshold=float(value or 0.95)))
         else:
-            raise SystemExit(f"unknown training variant {change!r}: use default, smooth:X or pseudo[:T]")
+            raise SystemExit(
+                f"unknown training variant {change!r}: use default, smooth:X, ema:D or pseudo[:T]"
+            )
     return fit
 
 

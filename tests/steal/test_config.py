@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from activethief.errors import ConfigError
@@ -62,6 +64,7 @@ def test_presets_start_the_settings_and_given_fields_override_them() -> None:
 
 def test_the_command_builds_the_preset_then_the_options_given() -> None:
     from activethief.steal.command import build_config
+    from activethief.steal.config import LOW_BUDGET_FIT
     from activethief.training import SemiConfig
 
     config = build_config(
@@ -79,6 +82,10 @@ def test_the_command_builds_the_preset_then_the_options_given() -> None:
     assert build_config("default", budget=300, semi="off", warm_start=True).fit.semi is None
     with pytest.raises(ConfigError, match="unknown semi-supervised setting 'mixmatch'"):
         build_config("default", budget=300, semi="mixmatch", warm_start=True)
+    averaged = build_config("low-budget", budget=300, semi=None, warm_start=True, ema=0.99)
+    assert averaged.fit == replace(LOW_BUDGET_FIT, ema=0.99)
+    with pytest.raises(ConfigError, match=r"FitConfig.ema must lie in \[0, 1\)"):
+        build_config("default", budget=300, semi=None, warm_start=True, ema=1.0)
 
 
 def test_fit_with_semi_supervised_settings_round_trips_through_the_run_folder_form() -> None:

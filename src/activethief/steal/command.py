@@ -50,7 +50,9 @@ def open_pool_for(source: str, shape: tuple[int, int, int], root: Path | None) -
         raise ConfigError(f"--pool {source}: {exc}") from None
 
 
-def build_config(preset: str, *, semi: str | None, warm_start: bool, **options: Any) -> StealConfig:
+def build_config(
+    preset: str, *, semi: str | None, warm_start: bool, ema: float | None = None, **options: Any
+) -> StealConfig:
     """The run's settings: the preset, then every option the user gave (None: not given)."""
     from activethief.steal import StealConfig
     from activethief.training import parse_semi
@@ -61,6 +63,8 @@ def build_config(preset: str, *, semi: str | None, warm_start: bool, **options: 
         config = replace(config, warm_start=False)
     if semi is not None:
         config = replace(config, fit=replace(config.fit, semi=parse_semi(semi)))
+    if ema is not None:
+        config = replace(config, fit=replace(config.fit, ema=ema))
     return config
 
 
@@ -205,6 +209,13 @@ def steal_command(
         str | None,
         typer.Option(help="Semi-supervised training over the pool: off, fixmatch or pseudo (see README)."),
     ] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(
+            help="Average the substitute's weights along training with this EMA decay, e.g. 0.99 "
+            "(default 0: off; see README, Training)."
+        ),
+    ] = None,
     output_mode: Annotated[
         str, typer.Option(help="probs, topk:K, label or round:D (local targets).")
     ] = "probs",
@@ -261,6 +272,7 @@ def steal_command(
         seed=seed,
         warm_start=not cold_start,
         semi=semi,
+        ema=ema,
         batch_size=batch_size,
         strategy=strategy,
         seeding=seeding,

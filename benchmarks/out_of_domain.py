@@ -26,6 +26,7 @@ from typing import Any
 from activethief import ModelOracle, data, steal
 from activethief.steal import StealConfig
 from activethief.target import cached_target
+from activethief.training import parse_semi
 
 NOISE_PREFIX = "noise:uniform:"
 
@@ -49,7 +50,8 @@ def run(
     config = StealConfig.preset(
         preset, budget=budget, batch_size=1000, strategy=strategy, seed=seed, substitute=substitute
     )
-    config = replace(config, fit=replace(config.fit, **fit))
+    changes = {**fit, **({"semi": parse_semi(fit["semi"])} if "semi" in fit else {})}
+    config = replace(config, fit=replace(config.fit, **changes))
     started = time.perf_counter()
     result = steal(oracle, opened, config, test=data.load(target, "test"), quiet=True)
     return {
@@ -86,13 +88,17 @@ def variant(row: dict[str, Any]) -> str:
 
 
 def parse_fit(pairs: list[str]) -> dict[str, Any]:
-    """`NAME=VALUE` pairs (FitConfig fields; values read as JSON, e.g. ema=0.99 or epochs=30)."""
+    """`NAME=VALUE` pairs (FitConfig fields; values read as JSON where they parse, e.g. ema=0.99 or
+    epochs=30, else kept as text: semi=fixmatch, as `--semi` takes it)."""
     fit: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--fit takes NAME=VALUE pairs, got {pair!r}")
-        fit[name] = json.loads(value)
+        try:
+            fit[name] = json.loads(value)
+        except json.JSONDecodeError:
+            fit[name] = value
     return fit
 
 

@@ -69,7 +69,14 @@ def _grid() -> tuple[Threat, ...]:
         for d in ("reverse-sigmoid:0.7", "misinformation:0.5", "noise:0.2")
         for c in ("none", "argmax")
     ]
-    first = [Threat(), Threat("other"), Threat("other", strategy="random"), Threat(mode="label")]
+    first = [
+        Threat(),
+        Threat("other"),
+        Threat("other", strategy="random"),
+        Threat(mode="label"),
+        # Adaptive Misinformation is aimed at out-of-distribution queries: this is the thief it targets
+        Threat("other", defence="misinformation:0.5"),
+    ]
     modes = [Threat(mode=m) for m in ("topk:3", "round:1", "round:2")]
     pools = [Threat("mix"), Threat("sklearn-digits"), Threat("noise", strategy="random")]
     strategies = [
@@ -336,6 +343,7 @@ def _lines(
         ylabel="agreement with the target (%)",
         where=where,
         columns=columns,
+        legend="mean over repeats, band ± std (the study has no such grid)",
     )
 
 
@@ -366,6 +374,12 @@ register_experiment(
                 "defence",
                 (("pool", IN_DOMAIN), ("mode", "probs"), ("strategy", "entropy+kcenter")),
                 columns="counter",
+            ),
+            _lines(
+                "fig15_threat_defences_other.png",
+                "Defences against a thief with out-of-domain data: agreement vs queries",
+                "defence",
+                (("pool", "other"), ("mode", "probs"), ("strategy", "entropy+kcenter")),
             ),
         ),
         in_table=lambda row, params: int(row["queries"]) in SHOWN or row["strategy"] == "honest client",

@@ -330,7 +330,12 @@ def prada_notes(summary: Sequence[dict[str, Any]], params: GridParams) -> str:
 
 
 def _lines(
-    file: str, title: str, series: str, where: tuple[tuple[str, Any], ...], columns: str = ""
+    file: str,
+    title: str,
+    series: str,
+    where: tuple[tuple[str, Any], ...],
+    columns: str = "",
+    rows: str = "",
 ) -> FigureSpec:
     return FigureSpec(
         file,
@@ -343,6 +348,7 @@ def _lines(
         ylabel="agreement with the target (%)",
         where=where,
         columns=columns,
+        rows=rows,
         legend="mean over repeats, band ± std (the study has no such grid)",
     )
 
@@ -360,7 +366,7 @@ register_experiment(
                 "Thief data: agreement vs queries per pool",
                 "pool",
                 (("mode", "probs"), ("defence", "none")),
-                columns="strategy",
+                rows="strategy",
             ),
             _lines(
                 "fig12_threat_modes.png",

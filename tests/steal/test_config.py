@@ -86,6 +86,10 @@ def test_the_command_builds_the_preset_then_the_options_given() -> None:
     assert averaged.fit == replace(LOW_BUDGET_FIT, ema=0.99)
     with pytest.raises(ConfigError, match=r"FitConfig.ema must lie in \[0, 1\)"):
         build_config("default", budget=300, semi=None, warm_start=True, ema=1.0)
+    distilled = build_config("default", budget=300, semi=None, warm_start=True, ema=0.99, temperature=2.0)
+    assert distilled.fit == replace(StealConfig(budget=300).fit, ema=0.99, temperature=2.0)
+    with pytest.raises(ConfigError, match=r"FitConfig\.temperature must be > 0"):
+        build_config("default", budget=300, semi=None, warm_start=True, temperature=0.0)
 
 
 def test_fit_with_semi_supervised_settings_round_trips_through_the_run_folder_form() -> None:

@@ -51,7 +51,13 @@ def open_pool_for(source: str, shape: tuple[int, int, int], root: Path | None) -
 
 
 def build_config(
-    preset: str, *, semi: str | None, warm_start: bool, ema: float | None = None, **options: Any
+    preset: str,
+    *,
+    semi: str | None,
+    warm_start: bool,
+    ema: float | None = None,
+    temperature: float | None = None,
+    **options: Any,
 ) -> StealConfig:
     """The run's settings: the preset, then every option the user gave (None: not given)."""
     from activethief.steal import StealConfig
@@ -65,6 +71,8 @@ def build_config(
         config = replace(config, fit=replace(config.fit, semi=parse_semi(semi)))
     if ema is not None:
         config = replace(config, fit=replace(config.fit, ema=ema))
+    if temperature is not None:
+        config = replace(config, fit=replace(config.fit, temperature=temperature))
     return config
 
 
@@ -216,6 +224,13 @@ def steal_command(
             "(default 0: off; see README, Training)."
         ),
     ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="Distil the answers at this temperature, e.g. 2 (default 1: off; see README, "
+            "Distillation temperature)."
+        ),
+    ] = None,
     output_mode: Annotated[
         str, typer.Option(help="probs, topk:K, label or round:D (local targets).")
     ] = "probs",
@@ -273,6 +288,7 @@ def steal_command(
         warm_start=not cold_start,
         semi=semi,
         ema=ema,
+        temperature=temperature,
         batch_size=batch_size,
         strategy=strategy,
         seeding=seeding,

@@ -3,7 +3,7 @@
 RMSProp + cross-entropy as in the study. Targets may be class indices [n] or probability rows [n, C]
 (`oracle.answers_to_targets` turns any output mode's answers into such rows: `training.targets`). A set of
 rows that are all one-hot (a label-only API's answers) is label-smoothed by default
-(`FitConfig.label_smoothing`).
+(`FitConfig.label_smoothing`). Soft answers can be distilled at a temperature (`FitConfig.temperature`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,16 @@ from activethief.training.predict import (
     to_device,
 )
 from activethief.training.semisup import SemiConfig, unlabelled_loss
-from activethief.training.targets import smooth, smoothing_amount
+from activethief.training.targets import distillation_temperature, smooth, smoothing_amount, soften
 
 # FitConfig fields newer than the stored runs and results, with the default those runs trained with.
-ADDED_LATER: dict[str, Any] = {"hflip": False, "semi": None, "label_smoothing": None, "ema": 0.0}
+ADDED_LATER: dict[str, Any] = {
+    "hflip": False,
+    "semi": None,
+    "label_smoothing": None,
+    "ema": 0.0,
+    "temperature": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,12 @@ class FitConfig:
     # weights generalise better to data unlike the training set (SWAD, Cha et al., NeurIPS 2021), which is
     # a thief's situation when its pool comes from another distribution than the target's.
     ema: float = 0.0
+    # Distillation temperature (Hinton et al., 2015): > 1 trains softmax(z / T) against the answers
+    # softened the same way, p^(1/T) renormalised (softmax of the target's logits / T, recovered from its
+    # probabilities), with the loss scaled by T^2. It lifts the small probabilities a confident target
+    # gives its other classes, which carry most of what a soft answer says beyond the label. Hard labels
+    # train at 1 whatever it says (`targets.distillation_temperature`).
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         counts = ("epochs", "batch_size", "patience", "min_steps", "max_steps", "warm_steps", "augment")
@@ -89,6 +101,8 @@ class FitConfig:
             raise ConfigError(
                 f"FitConfig.label_smoothing must be None or lie in [0, 1), got {self.label_smoothing}"
             )
+        if not self.temperature > 0:
+            raise ConfigError(f"FitConfig.temperature must be > 0 (1 = off), got {self.temperature}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"FitConfig.ema must lie in [0, 1) (0 = off), got {self.ema}")
         if self.semi is not None and not isinstance(self.semi, SemiConfig):
@@ -174,8 +188,16 @@ def _split(
 class _Step:
     """One optimiser step: the loss on a batch of answers, plus the unlabelled loss when semi-supervised."""
 
-    def __init__(self, model: nn.Module, cfg: FitConfig, gen: torch.Generator, pool: Images | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: FitConfig,
+        gen: torch.Generator,
+        pool: Images | None,
+        temperature: float = 1.0,
+    ) -> None:
         self.model, self.cfg, self.gen, self.pool = model, cfg, gen, pool
+        self.temperature = temperature
         self.device = model_device(model)
         self.optimiser = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         ramp = cfg.warmup_steps
@@ -203,7 +225,7 @@ class _Step:
         )
         targets = to_device(targets, self.device)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = soft_cross_entropy(self.model(xb), targets)
+            loss = soft_cross_entropy(self.model(xb) / self.temperature, targets) * self.temperature**2
             total = loss
             if cfg.semi is not None and self.pool is not None:
                 count = cfg.semi.ratio * len(images)
@@ -259,8 +281,9 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     x_tr, y_tr, x_val, y_val = _split(xs, soft, cfg, val, gen)
     # Only the training part is smoothed: early stopping still measures the fit to the answers themselves.
-    y_tr = smooth(y_tr, smoothing_amount(targets.ndim, soft, cfg.label_smoothing))
-    step = _Step(model, cfg, gen, unlabelled if cfg.semi is not None else None)
+    temperature = distillation_temperature(targets.ndim, soft, cfg.temperature)
+    y_tr = smooth(soften(y_tr, temperature), smoothing_amount(targets.ndim, soft, cfg.label_smoothing))
+    step = _Step(model, cfg, gen, unlabelled if cfg.semi is not None else None, temperature)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     best_loss, best_epoch, best_state, stale, steps = math.inf, 0, None, 0, 0

@@ -63,6 +63,22 @@ def smooth(soft: torch.Tensor, amount: float) -> torch.Tensor:
     return soft * (1.0 - amount) + amount / soft.shape[1]
 
 
+def soften(soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Rows p^(1/T) renormalised: softmax(log p / T), the answers at distillation temperature T
+    (Hinton et al., 2015). Zeros stay zero (a hard label stays one-hot); T = 1 returns `soft` itself."""
+    if temperature == 1:
+        return soft
+    powered = soft.clamp_min(0) ** (1.0 / temperature)
+    return powered / powered.sum(1, keepdim=True)
+
+
+def distillation_temperature(given_ndim: int, soft: torch.Tensor, setting: float) -> float:
+    """The temperature a training set is distilled at: `setting` for probability rows, 1 for hard labels
+    (class indices [n], or rows that are all one-hot), whose softened form is the same one-hot row, so a
+    temperature would only rescale the substitute's logits: no distillation, and never measured."""
+    return setting if given_ndim == 2 and not all_one_hot(soft) else 1.0
+
+
 def smoothing_amount(given_ndim: int, soft: torch.Tensor, setting: float | None) -> float:
     """How much to smooth a training set: `setting` when given; automatically (`None`) `AUTO_SMOOTHING`
     when the targets were given as rows [n, C] that are all one-hot (a label-only API's answers), and

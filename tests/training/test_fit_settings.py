@@ -19,11 +19,15 @@ def test_newer_fields_at_their_default_are_left_out_and_read_back() -> None:
 
 
 def test_newer_fields_that_are_set_are_stored_and_read_back() -> None:
-    fit = FitConfig(hflip=True, semi=SemiConfig(method="pseudo"), label_smoothing=0.2)
+    fit = FitConfig(
+        hflip=True, semi=SemiConfig(method="pseudo"), label_smoothing=0.2, ema=0.99, temperature=2.0
+    )
     stored = fit.to_dict()
+    assert set(ADDED_LATER) <= set(stored)
     assert (
         stored["hflip"] is True and stored["label_smoothing"] == 0.2 and stored["semi"]["method"] == "pseudo"
     )
+    assert stored["ema"] == 0.99 and stored["temperature"] == 2.0
     assert FitConfig.from_dict(stored) == fit
     assert FitConfig.from_dict(replace(fit, label_smoothing=0.0).to_dict()).label_smoothing == 0.0
 

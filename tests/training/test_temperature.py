@@ -79,8 +79,3 @@ def test_hard_answers_train_at_temperature_one_whatever_the_setting() -> None:
 def test_a_temperature_that_is_not_positive_is_refused(temperature: float) -> None:
     with pytest.raises(ConfigError, match="temperature must be > 0"):
         FitConfig(temperature=temperature)
-
-
-def test_the_stored_form_keeps_the_temperature_only_when_set() -> None:
-    assert "temperature" not in FitConfig().to_dict()
-    assert FitConfig.from_dict(FitConfig(temperature=2.0).to_dict()).temperature == 2.0

@@ -56,8 +56,3 @@ def test_the_model_returned_is_the_moving_average_of_the_steps(validated: bool) 
 def test_a_decay_outside_zero_to_one_is_refused(decay: float) -> None:
     with pytest.raises(ConfigError, match="ema"):
         FitConfig(ema=decay)
-
-
-def test_the_stored_form_keeps_ema_only_when_set() -> None:
-    assert "ema" not in FitConfig().to_dict()
-    assert FitConfig.from_dict(FitConfig(ema=0.99).to_dict()).ema == 0.99

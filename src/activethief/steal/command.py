@@ -67,12 +67,13 @@ def build_config(
     config = StealConfig.preset(preset, **given)
     if not warm_start:
         config = replace(config, warm_start=False)
+    training: dict[str, Any] = {
+        name: value for name, value in (("ema", ema), ("temperature", temperature)) if value is not None
+    }
     if semi is not None:
-        config = replace(config, fit=replace(config.fit, semi=parse_semi(semi)))
-    if ema is not None:
-        config = replace(config, fit=replace(config.fit, ema=ema))
-    if temperature is not None:
-        config = replace(config, fit=replace(config.fit, temperature=temperature))
+        training["semi"] = parse_semi(semi)
+    if training:
+        config = replace(config, fit=replace(config.fit, **training))
     return config
 
 

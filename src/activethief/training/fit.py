@@ -194,7 +194,7 @@ class _Step:
         cfg: FitConfig,
         gen: torch.Generator,
         pool: Images | None,
-        temperature: float = 1.0,
+        temperature: float,
     ) -> None:
         self.model, self.cfg, self.gen, self.pool = model, cfg, gen, pool
         self.temperature = temperature
